@@ -1,0 +1,266 @@
+"""Open and close associations for a node, and say in plain words why one failed.
+
+``open_association`` raises ``ConnectionFailed`` (resolve / TCP connect / timeout) or
+``AssociationRejected`` (A-ASSOCIATE-RJ decoded, abort, no acceptable context); on success the caller
+owns the association and must release it (``associated`` does that as a context manager).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, Association, _config, build_context, evt
+from pynetdicom.presentation import PresentationContext
+
+from pacspull.core.errors import AssociationRejected, ConnectionFailed
+from pacspull.core.nodes import Node
+
+LOG = logging.getLogger(__name__)
+
+# Privacy: pynetdicom logs every C-FIND/C-GET identifier (patient names, IDs) by default. Off, always;
+# debug logging that wants them opts in explicitly (see enable_identifier_logging).
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+
+UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+
+# PS3.8 9.3.3.2: presentation context results
+_CONTEXT_RESULT = {
+    0x00: "accepted",
+    0x01: "rejected by the PACS (user rejection)",
+    0x02: "rejected, no reason given (provider rejection)",
+    0x03: "rejected: the PACS does not support this SOP class (abstract syntax not supported)",
+    0x04: "rejected: the PACS supports none of the proposed transfer syntaxes",
+}
+
+
+def enable_identifier_logging(enabled: bool) -> None:
+    """Let pynetdicom log query/retrieve identifiers (patient data!) at debug level: opt-in only."""
+    _config.LOG_REQUEST_IDENTIFIERS = enabled
+    _config.LOG_RESPONSE_IDENTIFIERS = enabled
+
+
+def uid_name(uid: str) -> str:
+    """The registered name of a UID, or the UID itself."""
+    name = UID(uid).name
+    return name if name and name != uid else uid
+
+
+@dataclass(frozen=True)
+class ContextResult:
+    """One proposed presentation context and what the PACS said about it."""
+
+    abstract_syntax: str
+    accepted: bool
+    reason: str
+    transfer_syntax: str | None = None
+    scp_role: bool | None = None
+
+    @property
+    def name(self) -> str:
+        """The SOP class name."""
+        return uid_name(self.abstract_syntax)
+
+    def describe(self) -> str:
+        """One line for logs, diagnose output and the GUI."""
+        if self.accepted:
+            ts = uid_name(self.transfer_syntax or "")
+            role = "" if self.scp_role is None else (", SCP role accepted" if self.scp_role else ", SCP role NOT accepted")
+            return f"{self.name}: accepted with {ts}{role}"
+        return f"{self.name}: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "abstract_syntax": self.abstract_syntax,
+            "name": self.name,
+            "accepted": self.accepted,
+            "reason": self.reason,
+            "transfer_syntax": self.transfer_syntax,
+            "scp_role": self.scp_role,
+        }
+
+
+def context_results(assoc: Association, *, scp_roles: Sequence[str] = ()) -> list[ContextResult]:
+    """Decode the accepted and rejected contexts of a negotiated association.
+
+    ``scp_roles`` lists abstract syntaxes for which we asked for the SCP role (C-GET storage); for those
+    the result says whether the PACS granted it.
+    """
+    results: list[ContextResult] = []
+    for cx in assoc.accepted_contexts:
+        role = bool(cx.as_scp) if cx.abstract_syntax in scp_roles else None
+        results.append(ContextResult(str(cx.abstract_syntax), True, "accepted", str(cx.transfer_syntax[0]), role))
+    for cx in assoc.rejected_contexts:
+        reason = _CONTEXT_RESULT.get(cx.result if cx.result is not None else -1, f"rejected (result {cx.result})")
+        results.append(ContextResult(str(cx.abstract_syntax), False, reason))
+    return results
+
+
+def make_ae(node: Node) -> AE:
+    """An AE configured with the node's calling AE title, timeouts and maximum PDU."""
+    ae = AE(ae_title=node.calling_ae)
+    ae.connection_timeout = node.connect_timeout
+    ae.acse_timeout = node.acse_timeout
+    ae.dimse_timeout = node.dimse_timeout
+    ae.network_timeout = max(node.dimse_timeout, node.acse_timeout)
+    ae.maximum_pdu_size = node.max_pdu
+    return ae
+
+
+def resolve(node: Node) -> list[str]:
+    """Resolve the node's host to addresses, or raise ConnectionFailed at stage 'resolve'."""
+    try:
+        infos = socket.getaddrinfo(node.host, node.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConnectionFailed(
+            f"cannot resolve host {node.host!r}: {exc.strerror}",
+            hint="check the host name, or use the PACS's IP address",
+            stage="resolve",
+        ) from None
+    return sorted({info[4][0] for info in infos})
+
+
+def explain_connect_error(node: Node, exc: OSError) -> ConnectionFailed:
+    """Turn a TCP connect error into a ConnectionFailed with a hint."""
+    where = f"{node.host}:{node.port}"
+    if isinstance(exc, (socket.timeout, TimeoutError)) or exc.errno == errno.ETIMEDOUT:
+        return ConnectionFailed(
+            f"no answer from {where} within {node.connect_timeout:g} s",
+            hint="a firewall may drop the connection, or the host is down; check host, port and network",
+            stage="connect",
+        )
+    if exc.errno == errno.ECONNREFUSED:
+        return ConnectionFailed(
+            f"connection refused by {where}",
+            hint="nothing listens on that port: check the port number and that the PACS service is running",
+            stage="connect",
+        )
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return ConnectionFailed(
+            f"{where} is unreachable ({exc.strerror})", hint="check the network route to the PACS", stage="connect"
+        )
+    return ConnectionFailed(f"cannot connect to {where}: {exc.strerror or exc}", stage="connect")
+
+
+def tcp_probe(node: Node) -> float:
+    """Open and close a plain TCP connection; return the seconds it took or raise ConnectionFailed."""
+    start = time.perf_counter()
+    try:
+        with socket.create_connection((node.host, node.port), timeout=node.connect_timeout):
+            pass
+    except OSError as exc:
+        raise explain_connect_error(node, exc) from None
+    return time.perf_counter() - start
+
+
+def explain_rejection(node: Node, primitive: Any) -> AssociationRejected:
+    """Decode an A-ASSOCIATE-RJ (PS3.8 9.3.4) into a message and a hint."""
+    result = "permanently" if primitive.result == 0x01 else "transiently"
+    reason = primitive.reason_str
+    hint = ""
+    if primitive.result_source == 1 and primitive.diagnostic == 3:
+        hint = f"the PACS does not know calling AE {node.calling_ae!r}: add it to the PACS's list of allowed modalities"
+    elif primitive.result_source == 1 and primitive.diagnostic == 7:
+        hint = f"the PACS is not called {node.ae_title!r}: check the called AE title (it is case-sensitive)"
+    elif primitive.result_source == 3:
+        hint = "the PACS is busy or at its association limit: try again shortly"
+    return AssociationRejected(
+        f"{node.address} {result} rejected the association: {reason}", hint=hint, stage="associate"
+    )
+
+
+class _Watch:
+    """Collects what pynetdicom tells us while an association is negotiated."""
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.response: Any = None
+
+    def on_conn_open(self, event: evt.Event) -> None:
+        self.connected = True
+
+    def on_acse_recv(self, event: evt.Event) -> None:
+        self.response = event.primitive
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        return [(evt.EVT_CONN_OPEN, self.on_conn_open), (evt.EVT_ACSE_RECV, self.on_acse_recv)]
+
+
+def open_association(
+    node: Node,
+    contexts: Sequence[PresentationContext],
+    *,
+    ext_neg: Sequence[Any] | None = None,
+    evt_handlers: Sequence[tuple[Any, Any]] | None = None,
+    ae: AE | None = None,
+) -> Association:
+    """Associate with ``node`` proposing ``contexts``; raise a PacsPullError saying which stage failed."""
+    resolve(node)
+    ae = ae or make_ae(node)
+    watch = _Watch()
+    handlers = list(evt_handlers or []) + watch.handlers()
+    assoc = ae.associate(
+        node.host,
+        node.port,
+        contexts=list(contexts),
+        ae_title=node.ae_title,
+        max_pdu=node.max_pdu,
+        ext_neg=list(ext_neg) if ext_neg else None,
+        evt_handlers=handlers,
+    )
+    if assoc.is_established:
+        return assoc
+    if not watch.connected:
+        # pynetdicom only logs the socket error; repeat the connect to learn exactly what happened.
+        tcp_probe(node)
+        raise ConnectionFailed(f"cannot connect to {node.host}:{node.port}", stage="connect")
+    if assoc.is_rejected and watch.response is not None:
+        raise explain_rejection(node, watch.response)
+    if watch.response is None:
+        raise AssociationRejected(
+            f"{node.address} did not answer the association request within {node.acse_timeout:g} s",
+            hint="is this port a DICOM service? A TLS-only port also looks like this",
+            stage="associate",
+        )
+    if assoc.rejected_contexts and not assoc.accepted_contexts:
+        reasons = "; ".join(c.describe() for c in context_results(assoc))
+        raise AssociationRejected(
+            f"{node.address} accepted none of the proposed services: {reasons}", stage="associate"
+        )
+    raise AssociationRejected(
+        f"{node.address} aborted the association during negotiation",
+        hint="the PACS may not allow this calling AE or this service; check its logs",
+        stage="associate",
+    )
+
+
+@contextmanager
+def associated(
+    node: Node,
+    contexts: Sequence[PresentationContext],
+    **kwargs: Any,
+) -> Iterator[Association]:
+    """``open_association`` as a context manager that releases (or aborts) the association after."""
+    assoc = open_association(node, contexts, **kwargs)
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        assoc.ae.shutdown()
+
+
+def build_contexts(
+    abstract_syntaxes: Sequence[str], transfer_syntaxes: Sequence[str] = UNCOMPRESSED
+) -> list[PresentationContext]:
+    """Presentation contexts for the given SOP classes, each with the given transfer syntaxes."""
+    return [build_context(uid, list(transfer_syntaxes)) for uid in abstract_syntaxes]

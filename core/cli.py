@@ -1,0 +1,361 @@
+"""``pacspull``: the headless face of the engine, for technicians' scripts, tests and benchmarks.
+
+Exit codes (stable; scripts rely on them):
+  0  success
+  1  some sub-operations failed, or the operation was cancelled
+  2  bad input (a value breaks a rule; the message names the field)
+  3  could not connect to or associate with the PACS
+  4  the PACS refused or failed the service
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import unicodedata
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from pacspull.core import __version__
+from pacspull.core.errors import InvalidInput, PacsPullError
+from pacspull.core.nodes import (
+    DEFAULT_CALLING_AE,
+    Node,
+    NodeBook,
+    validate_ae_title,
+    validate_port_or_zero,
+    validate_timeout,
+)
+from pacspull.core.query import DATE_HELP, Level, QueryRequest, parse_date
+
+EXIT_CODES = """exit codes:
+  0  success
+  1  some sub-operations failed, or cancelled
+  2  bad input (the message names the field and the rule)
+  3  could not connect to or associate with the PACS
+  4  the PACS refused or failed the service
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error on one line and exits 2, as every other bad input does."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection (give --node, or --host, --port and --aet)")
+    group.add_argument("--node", metavar="NAME", help="a node saved with 'pacspull nodes add'")
+    group.add_argument("--host", metavar="H", help="PACS host name or IP address")
+    group.add_argument("--port", metavar="P", help="PACS DICOM port (1-65535)")
+    group.add_argument("--aet", metavar="CALLED", help="the PACS's AE title (the called AE)")
+    group.add_argument(
+        "--calling-aet", metavar="AET", help=f"our AE title (default: the node's, else {DEFAULT_CALLING_AE})"
+    )
+    group.add_argument("--timeout", metavar="S", type=str, help="connect/association/response timeout in seconds "
+                       "(default: the node's, else 10 s connect, 30 s association, 60 s response)")
+
+
+def _query_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("query keys (empty matches anything; * and ? are wildcards)")
+    group.add_argument("--patient-name", metavar="NAME", default="", help="e.g. 'Müller*' or 'DOE^JOHN'")
+    group.add_argument("--patient-id", metavar="ID", default="")
+    group.add_argument("--accession", metavar="ACC", default="")
+    group.add_argument("--date", metavar="WHEN", default="", help=f"study date: {DATE_HELP}")
+    group.add_argument("--modality", metavar="MOD", action="append", default=[],
+                       help="CT, MR, ... (repeat for several)")
+    group.add_argument("--description", metavar="TEXT", default="", help="study description")
+    group.add_argument("--study-uid", metavar="UID", action="append", default=[], help="repeatable")
+    group.add_argument("--series-uid", metavar="UID", action="append", default=[], help="repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (also used by the README and tests)."""
+    parser = _Parser(
+        prog="pacspull",
+        description="Query and retrieve DICOM studies (C-ECHO, C-FIND, C-GET).",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pacspull {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: association events; -vv: pynetdicom debug (no patient data)")
+    parser.add_argument("--log-identifiers", action="store_true",
+                        help="with -vv, also log query identifiers: this prints patient data")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("echo", "C-ECHO the PACS: is it there and does it accept us?")
+    _connection_options(p)
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+
+    p = command("diagnose", "staged connectivity check: resolve, connect, associate, echo, find, get")
+    _connection_options(p)
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+
+    p = command("find", "search the PACS (Study Root C-FIND)")
+    _connection_options(p)
+    _query_options(p)
+    p.add_argument("--level", choices=["study", "series", "image"], default="study", help="default: study")
+    p.add_argument("--limit", metavar="N", type=int, default=1000, help="stop after N rows (default 1000)")
+    p.add_argument("--json", action="store_true", help="print one JSON array of rows keyed by DICOM keyword")
+
+    p = command("demo-pacs", "run the embedded demo PACS (C-ECHO, C-FIND, C-GET) until Ctrl-C")
+    p.add_argument("--port", metavar="P", default="11112", help="port to listen on; 0 picks a free one "
+                   "(default 11112)")
+    p.add_argument("--aet", metavar="AET", default="PACSPULL_DEMO", help="its AE title (default PACSPULL_DEMO)")
+    p.add_argument("--host", metavar="H", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--data-dir", metavar="DIR", help="sample data folder (default: the app data folder)")
+
+    p = command("nodes", "manage saved nodes")
+    nodes = p.add_subparsers(dest="nodes_command", metavar="ACTION", parser_class=_Parser)
+    nodes.required = True
+    n = nodes.add_parser("add", help="save a node")
+    n.add_argument("name", metavar="NAME")
+    n.add_argument("--host", metavar="H", required=True)
+    n.add_argument("--port", metavar="P", required=True)
+    n.add_argument("--aet", metavar="CALLED", required=True)
+    n.add_argument("--calling-aet", metavar="AET", default=DEFAULT_CALLING_AE,
+                   help=f"default {DEFAULT_CALLING_AE}")
+    n.add_argument("--timeout", metavar="S", help="all timeouts, in seconds")
+    n.add_argument("--replace", action="store_true", help="update the node if it exists")
+    n = nodes.add_parser("list", help="list saved nodes")
+    n.add_argument("--json", action="store_true")
+    n = nodes.add_parser("remove", help="forget a node")
+    n.add_argument("name", metavar="NAME")
+    n = nodes.add_parser("test", help="diagnose a saved node")
+    n.add_argument("name", metavar="NAME")
+    n.add_argument("--json", action="store_true")
+    return parser
+
+
+def node_from_args(args: argparse.Namespace) -> Node:
+    """The node the connection options describe; every value validated, errors name the option."""
+    if args.node:
+        if args.host or args.port or args.aet:
+            raise InvalidInput("--node", "give either --node or --host/--port/--aet, not both")
+        node = NodeBook.load().get(args.node)
+        if args.calling_aet:
+            node = Node(**{**node.to_json(), "calling_ae": args.calling_aet})  # type: ignore[arg-type]
+    else:
+        missing = [opt for opt, value in (("--host", args.host), ("--port", args.port), ("--aet", args.aet))
+                   if not value]
+        if missing:
+            raise InvalidInput("connection", "give --node NAME, or all of --host, --port and --aet "
+                               f"(missing {', '.join(missing)})")
+        node = Node(name="command line", ae_title=args.aet, host=args.host, port=args.port,
+                    calling_ae=args.calling_aet or DEFAULT_CALLING_AE)
+    if args.timeout is not None:
+        node = node.with_timeout(validate_timeout(args.timeout, "--timeout"))
+    return node
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.buffer.write(json.dumps(value, ensure_ascii=False, indent=2).encode("utf-8") + b"\n")
+    sys.stdout.flush()
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain text table that stays aligned with CJK (double-width) characters."""
+    widths = [max([_width(h)] + [_width(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    lines = []
+    for cells in [list(headers)] + [list(r) for r in rows]:
+        lines.append("  ".join(c + " " * (w - _width(c)) for c, w in zip(cells, widths)).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "\\".join(value)
+    return str(value)
+
+
+_COLUMNS = {
+    Level.STUDY: ["PatientName", "PatientID", "StudyDate", "ModalitiesInStudy", "StudyDescription",
+                  "AccessionNumber", "NumberOfStudyRelatedInstances", "StudyInstanceUID"],
+    Level.SERIES: ["StudyInstanceUID", "SeriesNumber", "Modality", "SeriesDescription",
+                   "NumberOfSeriesRelatedInstances", "SeriesInstanceUID"],
+    Level.IMAGE: ["SeriesInstanceUID", "InstanceNumber", "SOPClassUID", "SOPInstanceUID"],
+}
+_SHORT = {"ModalitiesInStudy": "Modalities", "NumberOfStudyRelatedInstances": "Instances",
+          "NumberOfSeriesRelatedInstances": "Instances", "AccessionNumber": "Accession",
+          "StudyDescription": "Description", "SeriesDescription": "Description"}
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    from pacspull.core.echo import echo
+
+    node = node_from_args(args)
+    result = echo(node)
+    if args.json:
+        _print_json({"ok": True, "node": node.address, "status": result.status.code, "seconds": result.seconds})
+    else:
+        print(f"C-ECHO {node.address} as {node.calling_ae!r}: success in {result.seconds * 1000:.1f} ms")
+    return 0
+
+
+def _print_report(report: Any) -> None:
+    marks = {True: "ok  ", False: "FAIL", None: "--  "}
+    for stage in report.stages:
+        line = f"[{marks[stage.ok]}] {stage.name:<9} {stage.seconds * 1000:8.1f} ms  {stage.detail}"
+        print(line)
+        if stage.hint:
+            print(f"{'':16}hint: {stage.hint}")
+    if report.contexts:
+        print("\nPresentation contexts:")
+        for cx in report.contexts:
+            print(f"  {'+' if cx.accepted else '-'} {cx.describe()}")
+    failed = report.failed_stage
+    print("\nAll stages passed." if report.ok else f"\nFailed at stage '{failed.name}'." if failed else "")
+
+
+def _diagnose_exit(report: Any) -> int:
+    failed = report.failed_stage
+    if failed is None:
+        return 0
+    return 3 if failed.name in ("resolve", "connect", "associate") else 4
+
+
+def cmd_diagnose(args: argparse.Namespace, node: Node | None = None) -> int:
+    from pacspull.core.diagnose import diagnose
+
+    node = node or node_from_args(args)
+    report = diagnose(node)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(f"Diagnosing {node.address} as calling AE {node.calling_ae!r}\n")
+        _print_report(report)
+    return _diagnose_exit(report)
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    from pacspull.core.query import find
+
+    request = QueryRequest(
+        level=Level(args.level.upper()),
+        patient_name=args.patient_name,
+        patient_id=args.patient_id,
+        accession=args.accession,
+        date=parse_date(args.date),
+        modalities=tuple(args.modality),
+        study_description=args.description,
+        study_uids=tuple(args.study_uid),
+        series_uids=tuple(args.series_uid),
+        limit=args.limit,
+    )
+    node = node_from_args(args)
+    result = find(node, request)
+    if args.json:
+        _print_json([row.to_json() for row in result.rows])
+    else:
+        columns = _COLUMNS[request.level]
+        rows = [[_cell(row.to_json()[k]) for k in columns] for row in result.rows]
+        print(_table([_SHORT.get(c, c) for c in columns], rows))
+        print(f"\n{len(result.rows)} {request.level.value.lower()} row(s)")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if result.capped:
+        print(f"warning: results capped at {len(result.rows)} rows; narrow the query or raise --limit",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_demo_pacs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pacspull.core.demo_pacs import DemoPacs
+
+    port = validate_port_or_zero(args.port, "--port")
+    aet = validate_ae_title(args.aet, "--aet")
+    pacs = DemoPacs(ae_title=aet, host=args.host, port=port,
+                    data_dir=Path(args.data_dir) if args.data_dir else None)
+    pacs.start()
+    print(f"Demo PACS {aet!r} listening on {pacs.host}:{pacs.port} (Ctrl-C to stop)", flush=True)
+    try:
+        pacs.serve_forever()
+    finally:
+        pacs.stop()
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    book = NodeBook.load()
+    if args.nodes_command == "add":
+        node = Node(name=args.name, ae_title=args.aet, host=args.host, port=args.port,
+                    calling_ae=args.calling_aet)
+        if args.timeout is not None:
+                node = node.with_timeout(validate_timeout(args.timeout, "--timeout"))
+        book.put(node, replace=args.replace)
+        book.selected = book.selected or node.name
+        book.save()
+        print(f"saved node {node.name!r}: {node.address} (calling AE {node.calling_ae!r}) in {book.path}")
+    elif args.nodes_command == "list":
+        if args.json:
+            _print_json([dict(n.to_json(), selected=n.name == book.selected) for n in book])
+        elif not len(book):
+            print("no nodes saved; add one with 'pacspull nodes add NAME --host H --port P --aet AET'")
+        else:
+            rows = [["*" if n.name == book.selected else "", n.name, n.ae_title, n.host, str(n.port), n.calling_ae]
+                    for n in book]
+            print(_table(["", "Name", "Called AE", "Host", "Port", "Calling AE"], rows))
+    elif args.nodes_command == "remove":
+        node = book.remove(args.name)
+        book.save()
+        print(f"removed node {node.name!r}")
+    elif args.nodes_command == "test":
+        return cmd_diagnose(args, book.get(args.name))
+    return 0
+
+
+def _configure_logging(verbosity: int, log_identifiers: bool) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("pacspull").setLevel(level)
+    # pynetdicom is chatty at INFO; only -vv shows it. Without -v even its errors are ours to report.
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbosity >= 2 else logging.CRITICAL)
+    if log_identifiers:
+        from pacspull.core.association import enable_identifier_logging
+
+        enable_identifier_logging(True)
+
+
+COMMANDS = {
+    "echo": cmd_echo,
+    "diagnose": cmd_diagnose,
+    "find": cmd_find,
+    "demo-pacs": cmd_demo_pacs,
+    "nodes": cmd_nodes,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code (so tests call it directly)."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose, args.log_identifiers)
+    try:
+        return COMMANDS[args.command](args)
+    except PacsPullError as exc:
+        print(f"pacspull {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"pacspull {args.command}: cancelled", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""One small hierarchy of errors, each carrying a message written for the user.
+
+Core raises these; the CLI prints ``str(error)`` on one line and exits with ``error.exit_code``; the GUI
+shows the message next to the field or in the progress row. ``hint`` says what to try next.
+"""
+
+from __future__ import annotations
+
+
+class PacsPullError(Exception):
+    """Base of every expected failure: a message for the user and, where it helps, a hint."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str = "", stage: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.stage = stage
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.stage:
+            text = f"{self.stage}: {text}"
+        if self.hint:
+            text = f"{text} ({self.hint})"
+        return text
+
+
+class InvalidInput(PacsPullError):
+    """A value given by the user breaks a rule; ``field`` names it."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, rule: str, *, value: object = None) -> None:
+        shown = "" if value is None else f" (got {value!r})"
+        super().__init__(f"{field}: {rule}{shown}")
+        self.field = field
+        self.rule = rule
+
+
+class ConnectionFailed(PacsPullError):
+    """The PACS could not be reached: name resolution, TCP connect or a timeout."""
+
+    exit_code = 3
+
+
+class AssociationRejected(PacsPullError):
+    """The PACS answered but refused (or aborted) the association."""
+
+    exit_code = 3
+
+
+class ServiceFailed(PacsPullError):
+    """The association stood but the PACS refused or failed the DIMSE service."""
+
+    exit_code = 4
+
+
+class Cancelled(PacsPullError):
+    """The user cancelled the operation."""
+
+    exit_code = 1

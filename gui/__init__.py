@@ -1,0 +1,1 @@
+"""PacsPull desktop window (PySide6)."""
