@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import unicodedata
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -139,14 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
 def node_from_args(args: argparse.Namespace) -> Node:
     """The node the connection options describe; every value validated, errors name the option."""
     if args.node:
-        if args.host or args.port or args.aet:
+        if any(v is not None for v in (args.host, args.port, args.aet)):
             raise InvalidInput("--node", "give either --node or --host/--port/--aet, not both")
         node = NodeBook.load().get(args.node)
         if args.calling_aet:
             node = Node(**{**node.to_json(), "calling_ae": args.calling_aet})  # type: ignore[arg-type]
     else:
         missing = [opt for opt, value in (("--host", args.host), ("--port", args.port), ("--aet", args.aet))
-                   if not value]
+                   if value is None]
         if missing:
             raise InvalidInput("connection", "give --node NAME, or all of --host, --port and --aet "
                                f"(missing {', '.join(missing)})")
@@ -276,12 +277,10 @@ def cmd_find(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_pacs(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from pacspull.core.demo_pacs import DemoPacs
-
     port = validate_port_or_zero(args.port, "--port")
     aet = validate_ae_title(args.aet, "--aet")
+    from pacspull.core.demo_pacs import DemoPacs
+
     pacs = DemoPacs(ae_title=aet, host=args.host, port=port,
                     data_dir=Path(args.data_dir) if args.data_dir else None)
     pacs.start()
