@@ -1,0 +1,39 @@
+"""Fixtures and helpers shared by every test folder.
+
+Real peers (Orthanc, dcmtk) are optional on a developer machine: a missing binary skips the test with
+the Debian package to install. With ``PACSPULL_REQUIRE_PEERS=1`` (CI, ``make test`` as root) a missing
+binary fails the test instead, so a broken image cannot pass by skipping everything.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# tests/peers.py is plain Python shared with the benchmarks; make `import peers` work whatever the
+# pytest import mode.
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+# need_binary/peers_required live in peers.py (pytest imported lazily there) so that other conftest
+# files and test modules can import them without `from conftest import ...`, which is fragile when
+# several folders have a conftest.py.
+from peers import SampleStudy, describe_samples, need_binary, peers_required  # noqa: E402,F401
+
+
+@pytest.fixture(scope="session")
+def sample_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The deterministic sample studies written once per session as Part-10 files."""
+    from pacspull.core.samples import write_sample_data
+
+    folder = tmp_path_factory.mktemp("samples")
+    return [Path(p) for p in write_sample_data(folder)]
+
+
+@pytest.fixture(scope="session")
+def sample_studies(sample_files: list[Path]) -> dict[str, SampleStudy]:
+    """``sample_files`` grouped by study: UIDs, SOP classes, transfer syntaxes, patient name."""
+    return describe_samples(sample_files)

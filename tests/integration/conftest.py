@@ -1,0 +1,113 @@
+"""Real peers for integration tests: Orthanc and dcmtk's dcmqrscp on free loopback ports.
+
+The session peers are started once with ``TCP_NODELAY=1`` and loaded with ``sample_files``; treat them
+as read-only (a test that needs other data or settings asks a factory for its own peer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+from pathlib import Path
+
+import pytest
+from peers import DcmqrscpPeer, OrthancPeer, need_binary  # tests/ is on sys.path (tests/conftest.py)
+
+if TYPE_CHECKING:
+    from pacspull.core.nodes import Node
+
+
+def _need_orthanc() -> None:
+    need_binary("Orthanc", "orthanc")
+
+
+def _need_dcmtk() -> None:
+    for name in ("dcmqrscp", "dcmqridx"):
+        need_binary(name, "dcmtk")
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory, sample_files: list[Path]) -> Iterator[OrthancPeer]:
+    """Orthanc (AET ORTHANC, C-GET allowed for any calling AE) holding the sample studies."""
+    _need_orthanc()
+    peer = OrthancPeer(tmp_path_factory.mktemp("orthanc"), nodelay=True, graceful_stop=False)
+    peer.start()
+    try:
+        peer.load(sample_files)
+        yield peer
+    finally:
+        peer.stop()
+
+
+@pytest.fixture(scope="session")
+def dcmqrscp(tmp_path_factory: pytest.TempPathFactory, sample_files: list[Path]) -> Iterator[DcmqrscpPeer]:
+    """dcmqrscp (AET DCMQRSCP, C-GET enabled) holding the sample studies (indexed with dcmqridx)."""
+    _need_dcmtk()
+    peer = DcmqrscpPeer(tmp_path_factory.mktemp("dcmqrscp"), nodelay=True)
+    peer.load(sample_files)
+    peer.start()
+    try:
+        yield peer
+    finally:
+        peer.stop()
+
+
+@pytest.fixture
+def orthanc_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., OrthancPeer]]:
+    """``make(**kwargs)`` starts an empty Orthanc (kwargs as OrthancPeer); all stopped after the test."""
+    _need_orthanc()
+    started: list[OrthancPeer] = []
+
+    def make(**kwargs: object) -> OrthancPeer:
+        kwargs.setdefault("graceful_stop", False)
+        peer = OrthancPeer(tmp_path_factory.mktemp("orthanc-f"), **kwargs)  # type: ignore[arg-type]
+        started.append(peer)
+        return peer.start()
+
+    yield make
+    for peer in started:
+        peer.stop()
+
+
+@pytest.fixture
+def dcmqrscp_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., DcmqrscpPeer]]:
+    """``make(files=(), **kwargs)`` starts a dcmqrscp (kwargs as DcmqrscpPeer) holding ``files``."""
+    _need_dcmtk()
+    started: list[DcmqrscpPeer] = []
+
+    def make(files: tuple[Path, ...] | list[Path] = (), **kwargs: object) -> DcmqrscpPeer:
+        peer = DcmqrscpPeer(tmp_path_factory.mktemp("dcmqrscp-f"), **kwargs)  # type: ignore[arg-type]
+        started.append(peer)
+        if files:
+            peer.load(files)
+        return peer.start()
+
+    yield make
+    for peer in started:
+        peer.stop()
+
+
+@pytest.fixture(scope="session")
+def demo(sample_files: list[Path]) -> Iterator[object]:
+    """The embedded demo PACS (in-process, port 0) serving the same sample studies as the real peers."""
+    from pacspull.core.demo_pacs import DemoPacs
+
+    pacs = DemoPacs(files=sample_files).start()
+    try:
+        yield pacs
+    finally:
+        pacs.stop()
+
+
+@pytest.fixture(params=["orthanc", "dcmqrscp", "demo"])
+def any_peer(request: pytest.FixtureRequest) -> object:
+    """Each peer in turn: Orthanc, dcmqrscp and the demo PACS, all holding the sample studies."""
+    return request.getfixturevalue(request.param)
+
+
+def node_of(peer: object, **kwargs: object) -> "Node":
+    """A Node for a running peer (anything with host, port and an AE title)."""
+    from pacspull.core.nodes import Node
+
+    aet = getattr(peer, "aet", None) or getattr(peer, "ae_title")
+    return Node(name="test peer", ae_title=aet, host=peer.host, port=peer.port, **kwargs)  # type: ignore[attr-defined,arg-type]

@@ -1,0 +1,117 @@
+"""echo, find and diagnose against Orthanc, dcmqrscp and the demo PACS: exact rows, decoded names."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import node_of  # type: ignore[import-not-found]  # tests/integration/conftest.py
+
+from pacspull.core import samples
+from pacspull.core.cli import main
+from pacspull.core.diagnose import diagnose
+from pacspull.core.query import Level, QueryRequest, find, parse_date
+
+STUDIES = {s.study_instance_uid: s for s in samples.sample_studies()}
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], peer: Any, *args: str) -> Any:
+    code = main([args[0], "--host", peer.host, "--port", str(peer.port), "--aet", node_of(peer).ae_title,
+                 *args[1:], "--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return json.loads(out)
+
+
+def test_echo(any_peer: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    result = cli_json(capsys, any_peer, "echo")
+    assert result["ok"] is True and result["status"] == 0
+
+
+def test_study_find_returns_every_study_with_exact_names(any_peer: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = cli_json(capsys, any_peer, "find")
+    by_uid = {r["StudyInstanceUID"]: r for r in rows}
+    assert set(by_uid) == set(STUDIES)
+    for uid, study in STUDIES.items():
+        row = by_uid[uid]
+        # ISO_IR 192, GB18030 and ISO 2022 IR 87 names all decode back to exactly what was stored.
+        assert row["PatientName"] == study.patient.name
+        assert row["PatientID"] == study.patient.patient_id
+        assert row["StudyDate"] == study.study_date
+        assert row["AccessionNumber"] == study.accession_number
+        if row["NumberOfStudyRelatedInstances"] is not None:  # optional key: dcmqrscp leaves it out
+            assert row["NumberOfStudyRelatedInstances"] == study.number_of_instances
+        if row["ModalitiesInStudy"]:
+            assert sorted(row["ModalitiesInStudy"]) == list(study.modalities)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--patient-name", "Müller*"], lambda s: s.patient.patient_id == "PP-0001"),
+        (["--patient-id", "PP-0002"], lambda s: s.patient.patient_id == "PP-0002"),
+        (["--date", "20240101-20240131"], lambda s: "20240101" <= s.study_date <= "20240131"),
+        (["--date", "today"], lambda s: s.index == samples.TODAY_STUDY_INDEX),
+        (["--accession", "ACC-24-0001"], lambda s: s.accession_number == "ACC-24-0001"),
+    ],
+)
+def test_matching_keys(any_peer: Any, capsys: pytest.CaptureFixture[str], args: list[str], expected: Any) -> None:
+    rows = cli_json(capsys, any_peer, "find", *args)
+    assert {r["StudyInstanceUID"] for r in rows} == {u for u, s in STUDIES.items() if expected(s)}
+
+
+def test_series_and_image_levels(any_peer: Any) -> None:
+    node = node_of(any_peer)
+    study = next(s for s in STUDIES.values() if len(s.series) > 1)
+    series = find(node, QueryRequest(level=Level.SERIES, study_uids=(study.study_instance_uid,))).rows
+    assert {r.series_uid for r in series} == {s.series_instance_uid for s in study.series}
+    for row in series:
+        expected = next(s for s in study.series if s.series_instance_uid == row.series_uid)
+        assert (row.number, row.modality) == (expected.series_number, expected.modality)
+    target = study.series[0]
+    images = find(node, QueryRequest(level=Level.IMAGE, study_uids=(study.study_instance_uid,),
+                                     series_uids=(target.series_instance_uid,))).rows
+    assert sorted(r.sop_instance_uid for r in images) == sorted(target.instance_uids)
+    classes = {r.sop_class_uid for r in images}
+    if classes != {None}:  # dcmqrscp does not return SOPClassUID (optional key); the others must be right
+        assert classes == {i.sop_class_uid for i in target.instances}
+
+
+def test_series_level_without_study_uid_cascades(any_peer: Any) -> None:
+    """A hierarchical PACS needs a study UID at series level: the client finds the studies first."""
+    rows = find(node_of(any_peer), QueryRequest(level=Level.SERIES, patient_id="PP-0001")).rows
+    expected = {se.series_instance_uid for s in STUDIES.values() if s.patient.patient_id == "PP-0001"
+                for se in s.series}
+    assert {r.series_uid for r in rows} == expected
+
+
+def test_result_cap_stops_the_query(any_peer: Any) -> None:
+    result = find(node_of(any_peer), QueryRequest(limit=2))
+    assert len(result.rows) == 2 and result.capped
+
+
+def test_diagnose_passes_every_stage(any_peer: Any) -> None:
+    report = diagnose(node_of(any_peer))
+    assert [(s.name, s.ok) for s in report.stages] == [
+        ("resolve", True), ("connect", True), ("associate", True), ("echo", True), ("find", True), ("get", True)]
+    get_cx = [c for c in report.contexts if c.name.endswith("GET")]
+    assert get_cx and get_cx[0].accepted
+    assert any(c.scp_role for c in report.contexts)
+
+
+def test_diagnose_json_for_orthanc_refusing_get(orthanc_factory: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Orthanc without C-GET rights aborts the association on C-GET: diagnose names that stage."""
+    peer = orthanc_factory(allow_get=False)
+    code = main(["diagnose", "--host", peer.host, "--port", str(peer.port), "--aet", peer.aet, "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 4
+    assert report["failed_stage"] == "get"
+    stages = {s["stage"]: s for s in report["stages"]}
+    assert all(stages[n]["ok"] for n in ("resolve", "connect", "associate", "echo", "find"))
+    assert "did not answer a C-GET" in stages["get"]["detail"]
+    assert "C-MOVE" in stages["get"]["hint"]
+
+
+def test_date_presets_are_real_ranges() -> None:
+    assert parse_date("last7") is not None
