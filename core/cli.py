@@ -108,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", metavar="N", type=int, default=1000, help="stop after N rows (default 1000)")
     p.add_argument("--json", action="store_true", help="print one JSON array of rows keyed by DICOM keyword")
 
+    p = command("get", "retrieve studies or series with C-GET into a folder")
+    _connection_options(p)
+    _query_options(p)
+    group = p.add_argument_group("where and how")
+    group.add_argument("--out", metavar="DIR", default=".", help="destination folder (default: the current folder)")
+    group.add_argument("--layout", metavar="TEMPLATE", help="folder layout under DIR, DICOM keywords in braces "
+                       "(default: {PatientName}_{PatientID}/{StudyDate}_{StudyDescription}_{AccessionNumber}/"
+                       "{SeriesNumber}_{Modality}_{SeriesDescription}/{SOPInstanceUID}.dcm)")
+    group.add_argument("--uncompressed-only", action="store_true",
+                       help="accept only uncompressed transfer syntaxes (the PACS must decompress)")
+    group.add_argument("--no-skip", action="store_true",
+                       help="fetch instances again even if the destination already has them")
+    group.add_argument("--json", action="store_true", help="print the final summary as a JSON object")
+
     p = command("demo-pacs", "run the embedded demo PACS (C-ECHO, C-FIND, C-GET) until Ctrl-C")
     p.add_argument("--port", metavar="P", default="11112", help="port to listen on; 0 picks a free one "
                    "(default 11112)")
@@ -276,6 +290,118 @@ def cmd_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def _get_requests(args: argparse.Namespace, node: Node) -> list[Any]:
+    """What ``get`` fetches: the given UIDs, or every study the query keys match."""
+    from pacspull.core.get import RetrieveRequest
+    from pacspull.core.query import find
+
+    if args.series_uid and len(args.study_uid) != 1:
+        raise InvalidInput("--series-uid", "needs exactly one --study-uid: the study the series belong to")
+    request = QueryRequest(
+        patient_name=args.patient_name, patient_id=args.patient_id, accession=args.accession,
+        date=parse_date(args.date), modalities=tuple(args.modality), study_description=args.description,
+        study_uids=tuple(args.study_uid), series_uids=tuple(args.series_uid),
+    )
+    if request.study_uids:
+        if request.series_uids:
+            return [RetrieveRequest(request.study_uids[0], series_uids=request.series_uids)]
+        return [RetrieveRequest(uid) for uid in request.study_uids]
+    if not any((request.patient_name, request.patient_id, request.accession, request.date, request.modalities,
+                request.study_description)):
+        raise InvalidInput("get", "give --study-uid, or query keys (--patient-id, --date, ...) to retrieve "
+                           "every matching study; an empty query would fetch the whole PACS")
+    rows = find(node, request).rows
+    if not rows:
+        raise InvalidInput("get", "no study matches the query keys")
+    return [RetrieveRequest(r.study_uid, label=f"{r.patient_name or ''} {r.study_date or ''} "
+                            f"{r.description or ''}".strip(), sop_classes=tuple(r.sop_classes or ()),
+                            expected=r.instance_count)
+            for r in rows if r.study_uid]
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    import threading
+    import time
+
+    from pacspull.core.get import Retrieval, RetrievalListener, RetrieveOptions
+    from pacspull.core.progress import CancelToken
+    from pacspull.core.storage import DEFAULT_LAYOUT, StudyWriter
+
+    node = node_from_args(args)
+    writer = StudyWriter(Path(args.out), layout=args.layout or DEFAULT_LAYOUT)
+    requests = _get_requests(args, node)
+    live = sys.stderr.isatty() and not args.json
+
+    class Progress(RetrievalListener):
+        last = 0.0
+
+        def progress(self, snapshot: Any) -> None:
+            now = time.monotonic()
+            if not live or now - self.last < 0.1:
+                return
+            self.last = now
+            total = f"/{snapshot.total}" if snapshot.total is not None else ""
+            eta = snapshot.eta_seconds
+            line = (f"[{snapshot.request_index}/{snapshot.request_count}] {snapshot.done}{total} done, "
+                    f"{snapshot.failed} failed, {snapshot.skipped} skipped, "
+                    f"{snapshot.bytes_per_second / 1e6:.1f} MB/s" + (f", ETA {eta:.0f} s" if eta is not None else ""))
+            sys.stderr.write("\r" + line[:120].ljust(120))
+            sys.stderr.flush()
+
+    cancel = CancelToken()
+    options = RetrieveOptions(uncompressed_only=args.uncompressed_only, skip_existing=not args.no_skip)
+    retrieval = Retrieval(node, requests, writer, listener=Progress(), cancel=cancel, options=options)
+    result: list[Any] = []
+    worker = threading.Thread(target=lambda: result.append(retrieval.run()), name="pacspull-get")
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        # Ctrl-C: C-CANCEL, keep what arrived, print the summary, exit 1.
+        print("\ncancelling (C-CANCEL sent; waiting for the PACS to stop)...", file=sys.stderr)
+        cancel.cancel()
+        worker.join()
+    if live:
+        sys.stderr.write("\r" + " " * 120 + "\r")
+    summary = result[0]
+    if args.json:
+        _print_json(summary.to_json())
+    else:
+        _print_summary(summary)
+    if summary.error is not None and not args.json:
+        print(f"pacspull get: {summary.error}", file=sys.stderr)
+    return summary.exit_code
+
+
+def _print_summary(summary: Any) -> None:
+    done = summary.total("completed") + summary.total("warning")
+    rate = summary.total("bytes_received") / summary.seconds / 1e6 if summary.seconds else 0.0
+    state = "cancelled: kept" if summary.cancelled else "retrieved"
+    print(f"{state} {done} instance(s), {_human_bytes(summary.total('bytes_received'))} in {summary.seconds:.1f} s "
+          f"({rate:.1f} MB/s) into {summary.destination}")
+    print(f"  failed {summary.total('failed')}, warnings {summary.total('warning')}, "
+          f"skipped (already there) {summary.total('skipped')}")
+    for outcome in summary.outcomes:
+        status = "no final response" if outcome.status is None else str(outcome.status)
+        print(f"  {outcome.request.describe()}: {outcome.completed + outcome.warning} stored, {outcome.failed} failed"
+              f", {outcome.skipped} skipped; {status}")
+        for issue in outcome.failures + outcome.warnings:
+            print(f"    {issue.sop_instance_uid}: {issue.status}: {issue.reason}")
+        for note in outcome.notes:
+            print(f"    note: {note}")
+        if outcome.error:
+            print(f"    error: {outcome.error}")
+
+
 def cmd_demo_pacs(args: argparse.Namespace) -> int:
     port = validate_port_or_zero(args.port, "--port")
     aet = validate_ae_title(args.aet, "--aet")
@@ -337,6 +463,7 @@ COMMANDS = {
     "echo": cmd_echo,
     "diagnose": cmd_diagnose,
     "find": cmd_find,
+    "get": cmd_get,
     "demo-pacs": cmd_demo_pacs,
     "nodes": cmd_nodes,
 }

@@ -1,0 +1,731 @@
+"""C-GET retrieval: a queue of studies, series or instances fetched on one association.
+
+Thread contract: ``Retrieval.run()`` blocks and must run off the GUI thread. pynetdicom calls our
+C-STORE handler on that same thread while it iterates the C-GET responses, so the counters need no
+lock; the listener's methods are called on that thread too and must be quick (store, count, signal).
+Only the cancel watcher runs elsewhere: it sends C-CANCEL (and, after a grace period, A-ABORT).
+
+Statuses (PS3.4 C.4.3.1.4 for C-GET, B.2.3 for the C-STORE sub-operations we answer) are decoded by
+``core.status``; an empty status means no final response at all (timeout or abort), told apart from
+0xB000 (some sub-operations failed) and 0xA702 (the PACS could not perform them).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any, BinaryIO
+
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pynetdicom import Association, evt
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+
+from pacspull.core.association import associated, build_contexts, context_results, open_association
+from pacspull.core.contexts import DEFAULT_STORAGE_CLASSES, MAX_CONTEXTS, ContextPlan, plan_contexts
+from pacspull.core.errors import AssociationRejected, ConnectionFailed, PacsPullError, ServiceFailed
+from pacspull.core.nodes import Node
+from pacspull.core.progress import CancelToken
+from pacspull.core.query import Level
+from pacspull.core.status import Category, StatusInfo, describe
+from pacspull.core.storage import StorageError, StoredInstance, StudyWriter
+
+LOG = logging.getLogger(__name__)
+
+# C-STORE statuses we answer (PS3.4 B.2.3). Each failure says why in the retrieve's summary.
+STORE_SUCCESS = 0x0000
+STORE_OUT_OF_RESOURCES = 0xA700  # Refused: out of resources (disk full, no permission): stop cleanly
+STORE_CANNOT_UNDERSTAND = 0xC210  # Error: cannot understand (the data set does not decode)
+STORE_PROCESSING_FAILURE = 0xC211  # Error: unexpected failure while storing (a bug of ours; logged)
+STORE_WARNING_MISMATCH = 0xB007  # Warning: data set does not match SOP class; stored anyway
+
+UID_BATCH = 1000  # instance UIDs per IMAGE-level C-GET when resuming
+_RETURN_KEYS = ("SOPClassesInStudy", "NumberOfStudyRelatedInstances", "PatientName", "StudyDescription")
+
+
+@dataclass(frozen=True)
+class RetrieveRequest:
+    """One thing to fetch: a study, some of its series, or some instances of one series."""
+
+    study_uid: str
+    series_uids: tuple[str, ...] = ()
+    sop_instance_uids: tuple[str, ...] = ()
+    label: str = ""
+    sop_classes: tuple[str, ...] = ()
+    expected: int | None = None
+
+    @property
+    def level(self) -> Level:
+        """The C-GET level this request needs."""
+        if self.sop_instance_uids:
+            return Level.IMAGE
+        return Level.SERIES if self.series_uids else Level.STUDY
+
+    def identifier(self) -> Dataset:
+        """The C-GET identifier: UIDs only (Orthanc, among others, would also match on any other key)."""
+        ds = Dataset()
+        ds.QueryRetrieveLevel = self.level.value
+        ds.StudyInstanceUID = self.study_uid
+        if self.level is Level.SERIES:
+            ds.SeriesInstanceUID = list(self.series_uids) if len(self.series_uids) > 1 else self.series_uids[0]
+        elif self.level is Level.IMAGE:
+            ds.SeriesInstanceUID = self.series_uids[0]
+            uids = list(self.sop_instance_uids)
+            ds.SOPInstanceUID = uids if len(uids) > 1 else uids[0]
+        return ds
+
+    def describe(self) -> str:
+        """Short text for messages."""
+        what = {Level.STUDY: "study", Level.SERIES: "series", Level.IMAGE: "instances"}[self.level]
+        return self.label or f"{what} {self.study_uid}"
+
+
+@dataclass(frozen=True)
+class RetrieveOptions:
+    """How a retrieve behaves."""
+
+    uncompressed_only: bool = False  # propose no compressed transfer syntax (the PACS must decompress)
+    skip_existing: bool = True  # fetch only what the destination's manifest does not have
+    cancel_grace: float = 10.0  # seconds to wait for the final response after C-CANCEL, then abort
+
+
+@dataclass(frozen=True)
+class SubOperationIssue:
+    """A failed or warning sub-operation, with its status decoded."""
+
+    sop_instance_uid: str
+    status: StatusInfo
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"sop_instance_uid": self.sop_instance_uid, "status": self.status.code,
+                "category": self.status.category.value, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class RetrievalProgress:
+    """A snapshot of one request's progress (frozen: safe to hand to another thread)."""
+
+    request_index: int
+    request_count: int
+    label: str
+    completed: int
+    failed: int
+    warning: int
+    skipped: int
+    remaining: int | None
+    bytes_received: int
+    elapsed: float
+
+    @property
+    def done(self) -> int:
+        """Sub-operations finished, whatever their outcome."""
+        return self.completed + self.failed + self.warning
+
+    @property
+    def total(self) -> int | None:
+        """Known total of sub-operations, if the PACS or the plan told us."""
+        return None if self.remaining is None else self.done + self.remaining
+
+    @property
+    def bytes_per_second(self) -> float:
+        """Average received throughput."""
+        return self.bytes_received / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Estimated time left, from the average instance rate; None when unknown."""
+        if self.remaining is None or self.done == 0 or self.elapsed <= 0:
+            return None
+        return self.remaining * self.elapsed / self.done
+
+
+@dataclass
+class RequestOutcome:
+    """How one request ended. Counts are ours (files written); ``pacs_counts`` are the PACS's own."""
+
+    request: RetrieveRequest
+    status: StatusInfo | None = None
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    skipped: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+    remaining: int | None = None
+    failures: list[SubOperationIssue] = field(default_factory=list)
+    warnings: list[SubOperationIssue] = field(default_factory=list)
+    pacs_counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    cancelled: bool = False
+    attempted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Everything asked for is on disk."""
+        return self.attempted and not self.failed and not self.error and not self.cancelled
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "study_uid": self.request.study_uid,
+            "series_uids": list(self.request.series_uids),
+            "level": self.request.level.value,
+            "status": None if self.status is None else self.status.code,
+            "status_text": "no response" if self.status is None else str(self.status),
+            "completed": self.completed,
+            "failed": self.failed,
+            "warning": self.warning,
+            "skipped": self.skipped,
+            "bytes": self.bytes_received,
+            "seconds": round(self.seconds, 3),
+            "pacs_counts": self.pacs_counts,
+            "failures": [f.to_json() for f in self.failures],
+            "warnings": [w.to_json() for w in self.warnings],
+            "notes": self.notes,
+            "error": self.error,
+            "cancelled": self.cancelled,
+        }
+
+
+@dataclass
+class RetrievalSummary:
+    """The whole queue's outcome."""
+
+    destination: str
+    outcomes: list[RequestOutcome]
+    seconds: float = 0.0
+    cancelled: bool = False
+    error: PacsPullError | None = None
+
+    def total(self, name: str) -> int:
+        """Sum of one count over all requests."""
+        return sum(getattr(o, name) for o in self.outcomes)
+
+    @property
+    def ok(self) -> bool:
+        """Every request fully stored."""
+        return self.error is None and not self.cancelled and all(o.ok for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all stored; 1 some failed or cancelled; 3 network/association; 4 the PACS refused."""
+        if self.error is not None:
+            return self.error.exit_code
+        return 0 if self.ok else 1
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary ``pacspull get --json`` prints."""
+        return {
+            "ok": self.ok,
+            "completed": self.total("completed"),
+            "failed": self.total("failed"),
+            "warning": self.total("warning"),
+            "skipped": self.total("skipped"),
+            "bytes": self.total("bytes_received"),
+            "seconds": round(self.seconds, 3),
+            "destination": self.destination,
+            "cancelled": self.cancelled,
+            "error": None if self.error is None else str(self.error),
+            "failures": [f.to_json() for o in self.outcomes for f in o.failures],
+            "warnings": [w.to_json() for o in self.outcomes for w in o.warnings],
+            "requests": [o.to_json() for o in self.outcomes],
+        }
+
+
+class RetrievalListener:
+    """Receives a retrieve's events on the retrieving thread. Override what you need; keep it quick."""
+
+    def instance_stored(self, outcome: RequestOutcome, stored: StoredInstance) -> None:
+        """An instance is on disk under its final name."""
+
+    def sub_operation_failed(self, outcome: RequestOutcome, issue: SubOperationIssue) -> None:
+        """A sub-operation failed (our storage, or the PACS could not send it)."""
+
+    def sub_operation_warning(self, outcome: RequestOutcome, issue: SubOperationIssue) -> None:
+        """An instance was stored with a warning."""
+
+    def progress(self, snapshot: RetrievalProgress) -> None:
+        """Counts changed."""
+
+    def request_finished(self, outcome: RequestOutcome) -> None:
+        """One request of the queue ended."""
+
+    def finished(self, summary: RetrievalSummary) -> None:
+        """The whole queue ended (also after an error or a cancel)."""
+
+
+def read_header(stream: BinaryIO, transfer_syntax: str) -> Dataset:
+    """Decode a received data set up to its pixel data, without touching the pixel data."""
+    ts = UID(transfer_syntax)
+    start = stream.tell()
+    if ts == DeflatedExplicitVRLittleEndian:
+        # Inflate only the beginning: the attributes a path needs come long before the pixel data.
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        head = inflater.decompress(stream.read(1 << 20), 4 << 20)
+        stream.seek(start)
+        stream = BytesIO(head)
+        start = 0
+    try:
+        ds = read_dataset(
+            stream,
+            is_implicit_VR=ts.is_implicit_VR,
+            is_little_endian=ts.is_little_endian,
+            stop_when=lambda tag, vr, length: tag >= 0x7FE00010,
+            defer_size=4096,
+        )
+        # Decode the few values a path uses now, while the stream is ours.
+        for keyword in ("SOPInstanceUID", "SOPClassUID", "PatientName"):
+            ds.get(keyword)
+        return ds
+    except EOFError:
+        if ts == DeflatedExplicitVRLittleEndian:
+            return Dataset()
+        raise
+    finally:
+        stream.seek(start)
+
+
+def _status_code(status: Dataset | None) -> int | None:
+    return int(status.Status) if status is not None and "Status" in status else None
+
+
+class _CancelWatcher:
+    """Sends C-CANCEL when the token fires during one C-GET; aborts if the PACS then stays silent."""
+
+    def __init__(self, assoc: Association, msg_id: int, cancel: CancelToken, grace: float) -> None:
+        self.assoc = assoc
+        self.msg_id = msg_id
+        self.cancel = cancel
+        self.grace = grace
+        self.finished = threading.Event()
+        self.sent = False
+        self.aborted = False
+        self.thread = threading.Thread(target=self._watch, name="pacspull-cancel", daemon=True)
+
+    def __enter__(self) -> _CancelWatcher:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finished.set()
+        self.thread.join()
+
+    def _watch(self) -> None:
+        while not self.finished.is_set():
+            if self.cancel.wait(0.05):
+                break
+        if self.finished.is_set():
+            return
+        LOG.info("Cancel requested: sending C-CANCEL for message %d", self.msg_id)
+        self.sent = True
+        self.assoc.send_c_cancel(self.msg_id, query_model=StudyRootQueryRetrieveInformationModelGet)
+        if not self.finished.wait(self.grace):
+            LOG.warning("No final C-GET response %.0f s after C-CANCEL: aborting the association", self.grace)
+            self.aborted = True
+            self.assoc.abort()
+
+
+@dataclass
+class _Work:
+    """A request as planned: the C-GET identifiers to send and what the plan learned."""
+
+    outcome: RequestOutcome
+    identifiers: list[Dataset]
+    sop_classes: tuple[str, ...]
+    expected: int | None
+
+
+class Retrieval:
+    """Fetch a queue of requests from one node into a StudyWriter, reporting to a listener."""
+
+    def __init__(
+        self,
+        node: Node,
+        requests: Sequence[RetrieveRequest],
+        writer: StudyWriter,
+        *,
+        listener: RetrievalListener | None = None,
+        cancel: CancelToken | None = None,
+        options: RetrieveOptions = RetrieveOptions(),
+    ) -> None:
+        self.node = node
+        self.requests = list(requests)
+        self.writer = writer
+        self.listener = listener or RetrievalListener()
+        self.cancel = cancel or CancelToken()
+        self.options = options
+        self._current: RequestOutcome | None = None
+        self._index = 0
+        self._started = 0.0
+        self._msg_id = 0
+        self.context_report: list[str] = []
+
+    # -- planning ---------------------------------------------------------------------------------
+    def _plan(self) -> list[_Work]:
+        """Learn each request's SOP classes and what is already on disk, on a short C-FIND association."""
+        works = [_Work(RequestOutcome(r), [r.identifier()], r.sop_classes, r.expected) for r in self.requests]
+        need_find = [w for w in works if not w.sop_classes or self.options.skip_existing]
+        if not need_find:
+            return works
+        try:
+            with associated(self.node, build_contexts([StudyRootQueryRetrieveInformationModelFind])) as assoc:
+                for work in need_find:
+                    if self.cancel.cancelled:
+                        break
+                    self._plan_one(assoc, work)
+        except PacsPullError as exc:
+            # Planning is an optimisation: without C-FIND we still retrieve, proposing common classes.
+            LOG.warning("Could not query the PACS before retrieving (%s); proposing common storage classes", exc)
+        return works
+
+    def _find(self, assoc: Association, identifier: Dataset) -> list[Dataset]:
+        self._msg_id += 1
+        rows = []
+        for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind,
+                                            msg_id=self._msg_id):
+            info = describe(_status_code(status))
+            if info.category is Category.PENDING and ds is not None:
+                rows.append(ds)
+            elif info.category is not Category.PENDING:
+                if info.category is Category.FAILURE:
+                    raise ServiceFailed(f"C-FIND failed: {info}", stage="plan")
+                break
+        return rows
+
+    def _plan_one(self, assoc: Association, work: _Work) -> None:
+        request = work.outcome.request
+        if request.level is Level.STUDY and not work.sop_classes:
+            ident = Dataset()
+            ident.QueryRetrieveLevel = "STUDY"
+            ident.StudyInstanceUID = request.study_uid
+            for keyword in _RETURN_KEYS:
+                setattr(ident, keyword, "")
+            for ds in self._find(assoc, ident):
+                classes = ds.get("SOPClassesInStudy") or ()
+                work.sop_classes = tuple(str(c) for c in ([classes] if isinstance(classes, str) else classes))
+                count = ds.get("NumberOfStudyRelatedInstances")
+                work.expected = int(count) if count not in (None, "") else work.expected
+        have_any = self.options.skip_existing and self.writer.has_study(request.study_uid)
+        if work.sop_classes and not have_any:
+            return
+        # List the instances: their classes for the contexts, and which ones the destination lacks.
+        instances = self._list_instances(assoc, request)
+        if not instances:
+            return
+        work.sop_classes = tuple(dict.fromkeys(c for _, _, c in instances if c)) or work.sop_classes
+        work.expected = len(instances)
+        if not have_any:
+            return
+        missing: dict[str, list[str]] = {}
+        for series_uid, sop_uid, _ in instances:
+            if self.writer.already_have(sop_uid) is None:
+                missing.setdefault(series_uid, []).append(sop_uid)
+            else:
+                work.outcome.skipped += 1
+        work.identifiers = []
+        for series_uid, uids in missing.items():
+            for start in range(0, len(uids), UID_BATCH):
+                sub = RetrieveRequest(request.study_uid, (series_uid,), tuple(uids[start : start + UID_BATCH]))
+                work.identifiers.append(sub.identifier())
+        work.expected = sum(len(u) for u in missing.values())
+        if work.outcome.skipped:
+            work.outcome.notes.append(f"{work.outcome.skipped} instance(s) already in the destination: skipped")
+
+    def _list_instances(self, assoc: Association, request: RetrieveRequest) -> list[tuple[str, str, str]]:
+        """(series UID, SOP instance UID, SOP class UID) of every instance the request covers."""
+        series_uids = list(request.series_uids)
+        if not series_uids:
+            ident = Dataset()
+            ident.QueryRetrieveLevel = "SERIES"
+            ident.StudyInstanceUID = request.study_uid
+            ident.SeriesInstanceUID = ""
+            series_uids = [str(ds.SeriesInstanceUID) for ds in self._find(assoc, ident) if ds.get("SeriesInstanceUID")]
+        wanted = set(request.sop_instance_uids)
+        found = []
+        for series_uid in series_uids:
+            ident = Dataset()
+            ident.QueryRetrieveLevel = "IMAGE"
+            ident.StudyInstanceUID = request.study_uid
+            ident.SeriesInstanceUID = series_uid
+            ident.SOPInstanceUID = ""
+            ident.SOPClassUID = ""
+            for ds in self._find(assoc, ident):
+                uid = str(ds.get("SOPInstanceUID", ""))
+                if uid and (not wanted or uid in wanted):
+                    found.append((series_uid, uid, str(ds.get("SOPClassUID", ""))))
+        return found
+
+    # -- the C-STORE sub-operations -----------------------------------------------------------------
+    def _snapshot(self, outcome: RequestOutcome) -> RetrievalProgress:
+        return RetrievalProgress(
+            request_index=self._index,
+            request_count=len(self.requests),
+            label=outcome.request.describe(),
+            completed=outcome.completed,
+            failed=outcome.failed,
+            warning=outcome.warning,
+            skipped=outcome.skipped,
+            remaining=outcome.remaining,
+            bytes_received=outcome.bytes_received,
+            elapsed=outcome.seconds or (time.monotonic() - self._started),
+        )
+
+    def _count_down(self, outcome: RequestOutcome) -> None:
+        if outcome.remaining is not None and outcome.remaining > 0:
+            outcome.remaining -= 1
+
+    def _fail(self, outcome: RequestOutcome, uid: str, code: int, reason: str) -> int:
+        issue = SubOperationIssue(uid, describe(code), reason)
+        outcome.failed += 1
+        outcome.failures.append(issue)
+        self._count_down(outcome)
+        self.listener.sub_operation_failed(outcome, issue)
+        self.listener.progress(self._snapshot(outcome))
+        return code
+
+    def _on_c_store(self, event: evt.Event) -> int:
+        """EVT_C_STORE: write the instance, answer its status. Never raises across the association."""
+        outcome = self._current
+        request = event.request
+        uid = str(request.AffectedSOPInstanceUID or "")
+        if outcome is None:
+            return STORE_PROCESSING_FAILURE  # a C-STORE outside any C-GET of ours: refuse it
+        try:
+            if self.options.skip_existing and self.writer.already_have(uid) is not None:
+                outcome.skipped += 1
+                self._count_down(outcome)
+                self.listener.progress(self._snapshot(outcome))
+                return STORE_SUCCESS
+            ts = str(event.context.transfer_syntax)
+            stream = request.DataSet
+            stream.seek(0)
+            try:
+                header = read_header(stream, ts)
+            except (InvalidDicomError, EOFError, ValueError, KeyError) as exc:
+                return self._fail(outcome, uid, STORE_CANNOT_UNDERSTAND, f"the data set does not decode: {exc}")
+            sop_class = str(request.AffectedSOPClassUID)
+            warning = None
+            if header.get("SOPClassUID") not in (None, "", sop_class):
+                warning = f"the data set says SOP class {header.SOPClassUID}, the request {sop_class}"
+            # The file is named after the UID the PACS announced: the one the counts refer to.
+            stored = self.writer.store(header=header, sop_class_uid=sop_class, sop_instance_uid=uid,
+                                       transfer_syntax=ts, source=stream, source_ae_title=self.node.ae_title)
+        except StorageError as exc:
+            # Disk full / no permission: answer "out of resources" and stop the retrieve cleanly.
+            outcome.error = str(exc)
+            self.cancel.cancel()
+            return self._fail(outcome, uid, STORE_OUT_OF_RESOURCES, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a handler must never raise into pynetdicom
+            LOG.exception("Unexpected error storing %s", uid)
+            return self._fail(outcome, uid, STORE_PROCESSING_FAILURE, f"unexpected error: {exc}")
+        outcome.bytes_received += stored.size_bytes
+        self._count_down(outcome)
+        if warning:
+            issue = SubOperationIssue(uid, describe(STORE_WARNING_MISMATCH), warning)
+            outcome.warning += 1
+            outcome.warnings.append(issue)
+            self.listener.instance_stored(outcome, stored)
+            self.listener.sub_operation_warning(outcome, issue)
+            self.listener.progress(self._snapshot(outcome))
+            return STORE_WARNING_MISMATCH
+        outcome.completed += 1
+        self.listener.instance_stored(outcome, stored)
+        self.listener.progress(self._snapshot(outcome))
+        return STORE_SUCCESS
+
+    # -- the C-GETs ---------------------------------------------------------------------------------
+    def _get(self, assoc: Association, outcome: RequestOutcome, identifier: Dataset) -> None:
+        """One C-GET; updates ``outcome`` (status, PACS counts, failures the PACS reports)."""
+        self._msg_id += 1
+        last_message = time.monotonic()
+        final: Dataset | None = None
+        code: int | None = None
+        with _CancelWatcher(assoc, self._msg_id, self.cancel, self.options.cancel_grace) as watcher:
+            for status, ident in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet,
+                                                  msg_id=self._msg_id):
+                code = _status_code(status)
+                if code is not None:
+                    self._pacs_counts(outcome, status)
+                if code is not None and describe(code).category is Category.PENDING:
+                    last_message = time.monotonic()
+                    self.listener.progress(self._snapshot(outcome))
+                    continue
+                final = ident
+                break
+        outcome.status = describe(code) if code is not None else None
+        if code is None:
+            silent = time.monotonic() - last_message
+            if watcher.aborted:
+                outcome.error = (f"the PACS did not end the retrieve within {self.options.cancel_grace:g} s of "
+                                 "the cancel request: association aborted")
+            elif silent >= self.node.dimse_timeout * 0.9:
+                outcome.error = (f"the PACS sent nothing for {self.node.dimse_timeout:g} s: retrieve timed out "
+                                 "(association aborted)")
+            else:
+                outcome.error = "the PACS aborted the association (or the network connection was lost)"
+            outcome.error += f"; the {outcome.completed} instance(s) received are kept"
+            return
+        info = describe(code)
+        if info.category is Category.CANCEL or watcher.sent:
+            outcome.cancelled = True
+        failed_list = final.get("FailedSOPInstanceUIDList") if final is not None else None
+        if failed_list:
+            ours = {f.sop_instance_uid for f in outcome.failures}
+            for uid in [failed_list] if isinstance(failed_list, str) else failed_list:
+                if str(uid) not in ours:
+                    self._fail(outcome, str(uid), code, "the PACS reports it could not send this instance")
+        if info.category is Category.FAILURE and not outcome.error:
+            outcome.error = f"the PACS failed the C-GET: {info}"
+
+    def _pacs_counts(self, outcome: RequestOutcome, status: Dataset) -> None:
+        counts = {}
+        for key, name in (("NumberOfRemainingSuboperations", "remaining"),
+                          ("NumberOfCompletedSuboperations", "completed"),
+                          ("NumberOfFailedSuboperations", "failed"),
+                          ("NumberOfWarningSuboperations", "warning")):
+            value = status.get(key)
+            if value is not None:
+                counts[name] = int(value)
+        if counts:
+            outcome.pacs_counts = counts
+        if "remaining" in counts:
+            outcome.remaining = counts["remaining"]
+
+    def _check_counts(self, outcome: RequestOutcome) -> None:
+        pacs = outcome.pacs_counts
+        if not pacs or outcome.status is None:
+            return
+        ours = outcome.completed + outcome.warning + outcome.skipped
+        theirs = pacs.get("completed", 0) + pacs.get("warning", 0)
+        if "completed" in pacs and theirs != ours and not outcome.cancelled:
+            outcome.notes.append(f"the PACS counted {theirs} sub-operation(s) done, we stored {ours}")
+
+    def _run_work(self, assoc: Association, work: _Work) -> None:
+        outcome = work.outcome
+        outcome.attempted = True
+        self._current = outcome
+        start = time.monotonic()
+        self._started = start
+        outcome.remaining = work.expected
+        self.listener.progress(self._snapshot(outcome))
+        try:
+            for identifier in work.identifiers:
+                if self.cancel.cancelled:
+                    outcome.cancelled = True
+                    break
+                self._get(assoc, outcome, identifier)
+                if outcome.error and outcome.status is None:
+                    break
+        finally:
+            self._current = None
+            outcome.seconds = time.monotonic() - start
+            if outcome.cancelled or (outcome.remaining is not None and outcome.status is not None
+                                     and outcome.status.category is not Category.PENDING):
+                outcome.remaining = outcome.remaining if outcome.cancelled else 0
+            self._check_counts(outcome)
+            self.listener.progress(self._snapshot(outcome))
+            self.listener.request_finished(outcome)
+
+    def run(self) -> RetrievalSummary:
+        """Plan, then run every request on as few associations as the context limit allows."""
+        started = time.monotonic()
+        summary = RetrievalSummary(str(self.writer.dest), [])
+        try:
+            works = self._plan()
+            summary.outcomes = [w.outcome for w in works]
+            pending = [w for w in works if w.identifiers]
+            for work in works:
+                if not work.identifiers:
+                    work.outcome.attempted = True
+                    work.outcome.status = describe(0)
+                    work.outcome.remaining = 0
+                    self.listener.request_finished(work.outcome)
+            for plan, batch in self._group(pending):
+                if self.cancel.cancelled:
+                    break
+                self._run_batch(plan, batch)
+                if any(w.outcome.error and w.outcome.status is None for w in batch):
+                    break  # the association died: the rest stay not attempted, and say so
+        except PacsPullError as exc:
+            summary.error = exc
+        finally:
+            summary.seconds = time.monotonic() - started
+            summary.cancelled = self.cancel.cancelled or any(o.cancelled for o in summary.outcomes)
+            for outcome in summary.outcomes:
+                if not outcome.attempted and summary.error is None:
+                    outcome.error = "not attempted (an earlier request ended the association, or cancelled)"
+            if summary.error is None:
+                summary.error = self._service_error(summary)
+            self.listener.finished(summary)
+        return summary
+
+    def _service_error(self, summary: RetrievalSummary) -> PacsPullError | None:
+        """Map the worst request outcome onto the error the CLI reports (exit 3 or 4)."""
+        for outcome in summary.outcomes:
+            if outcome.error and outcome.status is None and not outcome.cancelled and outcome.attempted:
+                return ConnectionFailed(outcome.error, stage="get")
+        for outcome in summary.outcomes:
+            if (outcome.status is not None and outcome.status.category is Category.FAILURE
+                    and outcome.completed == 0 and outcome.status.code != STORE_OUT_OF_RESOURCES
+                    and not outcome.failures):
+                return ServiceFailed(f"{outcome.request.describe()}: the PACS refused the C-GET: {outcome.status}",
+                                     stage="get")
+        return None
+
+    def _group(self, works: Sequence[_Work]) -> Iterable[tuple[ContextPlan, list[_Work]]]:
+        """Batch requests so that each batch's storage classes fit one association (128 contexts).
+
+        A request whose classes are unknown gets the common classes. Requests are kept whole: a single
+        request needing more than 127 classes is not split (no real study comes near that).
+        """
+        limit = MAX_CONTEXTS - 1
+        batches: list[tuple[list[str], list[_Work]]] = []
+        for work in works:
+            classes = list(work.sop_classes or DEFAULT_STORAGE_CLASSES)
+            if batches:
+                merged = list(dict.fromkeys(batches[-1][0] + classes))
+                if len(merged) <= limit:
+                    batches[-1] = (merged, batches[-1][1] + [work])
+                    continue
+            batches.append((list(dict.fromkeys(classes)), [work]))
+        for classes, batch in batches:
+            yield plan_contexts(classes, uncompressed_only=self.options.uncompressed_only)[0], batch
+
+    def _run_batch(self, plan: ContextPlan, batch: list[_Work]) -> None:
+        assoc = open_association(self.node, plan.contexts, ext_neg=plan.roles,
+                                 evt_handlers=[(evt.EVT_C_STORE, self._on_c_store)])
+        try:
+            results = context_results(assoc, scp_roles=plan.sop_classes)
+            rejected = [r.describe() for r in results if not r.accepted or r.scp_role is False]
+            self.context_report = [r.describe() for r in results]
+            if not any(r.accepted for r in results if r.abstract_syntax == StudyRootQueryRetrieveInformationModelGet):
+                raise AssociationRejected(
+                    f"{self.node.address} does not accept Study Root C-GET",
+                    hint="the PACS cannot send studies by C-GET: ask its admin to enable it, or use C-MOVE",
+                    stage="associate")
+            if rejected:
+                LOG.info("Contexts not accepted: %s", "; ".join(rejected))
+            for work in batch:
+                if self.cancel.cancelled:
+                    break
+                self._index = self.requests.index(work.outcome.request) + 1
+                self._run_work(assoc, work)
+                if work.outcome.error and work.outcome.status is None:
+                    break
+        finally:
+            if assoc.is_established:
+                assoc.release()
+            assoc.ae.shutdown()
