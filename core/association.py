@@ -178,6 +178,20 @@ def explain_rejection(node: Node, primitive: Any) -> AssociationRejected:
     )
 
 
+def set_nodelay(assoc: Association) -> None:
+    """Turn off Nagle's algorithm on the association's socket.
+
+    A DIMSE message leaves as several small writes (command, then data set); with Nagle on, each waits
+    for the peer's delayed ACK (~40 ms on loopback): ten times slower C-FINDs and C-STORE responses.
+    """
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:  # not fatal: only slower
+            LOG.debug("Cannot set TCP_NODELAY: %s", exc)
+
+
 class _Watch:
     """Collects what pynetdicom tells us while an association is negotiated."""
 
@@ -187,6 +201,7 @@ class _Watch:
 
     def on_conn_open(self, event: evt.Event) -> None:
         self.connected = True
+        set_nodelay(event.assoc)
 
     def on_acse_recv(self, event: evt.Event) -> None:
         self.response = event.primitive
