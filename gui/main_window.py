@@ -1,0 +1,268 @@
+"""The main window: composes the node bar, query form, results and progress area, and wires them.
+
+No DICOM here: the search controller runs queries, the widgets show them.
+"""
+
+from __future__ import annotations
+
+import platform
+
+import pydicom
+import pynetdicom
+from PySide6 import __version__ as pyside_version
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal, qVersion
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QFrame,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pacspull.core import __version__
+from pacspull.core.query import QueryRequest
+from pacspull.gui.context import AppContext
+from pacspull.gui.demo import is_demo_node
+from pacspull.gui.formatting import seconds
+from pacspull.gui.models.study_model import StudyModel
+from pacspull.gui.search import SearchController
+from pacspull.gui.widgets.node_bar import NodeBar
+from pacspull.gui.widgets.query_form import QueryForm
+from pacspull.gui.widgets.results_view import ResultsView
+from pacspull.gui.widgets.settings_dialog import SettingsDialog
+from pacspull.gui.workers import FindDone
+
+# Quick searches never flash "Cancel" or "Searching…": the busy state shows after this delay.
+BUSY_DELAY_MS = 250
+SHUTDOWN_WAIT_MS = 5000
+
+
+class MainWindow(QMainWindow):
+    """PacsPull's one window."""
+
+    retrieveRequested = Signal(list)  # StudyRow / SeriesRow objects chosen for retrieve
+
+    def __init__(self, context: AppContext) -> None:
+        super().__init__()
+        self.context = context
+        self._pending: QueryRequest | None = None  # a search waiting for the demo PACS to start
+        self.model = StudyModel(self)
+        self.search = SearchController(self.model, context.runner, self)
+        self.node_bar = NodeBar(context, self)
+        self.form = QueryForm(self)
+        self.form.limit = context.settings.max_results
+        self.results = ResultsView(self.model, self)
+        self.progress_area = self._make_progress_area()
+        self.splitter = QSplitter(Qt.Orientation.Vertical, self)
+        self.splitter.setObjectName("mainSplitter")
+        self.splitter.addWidget(self.results)
+        self.splitter.addWidget(self.progress_area)
+        self.splitter.setStretchFactor(0, 4)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setChildrenCollapsible(False)
+        self.demo_label = QLabel(self)
+        self.demo_label.setObjectName("demoStatus")
+        self.statusBar().addPermanentWidget(self.demo_label)
+        self._busy_timer = QTimer(self)
+        self._busy_timer.setSingleShot(True)
+        self._busy_timer.setInterval(BUSY_DELAY_MS)
+        self._busy_timer.timeout.connect(self._show_busy)
+        self._lay_out()
+        self._make_menus()
+        self._wire()
+        self._update_title()
+        self._restore_state()
+
+    # -- construction -------------------------------------------------------------------------------
+
+    def _make_progress_area(self) -> QFrame:
+        area = QFrame(self)
+        area.setObjectName("progressArea")
+        area.setFrameShape(QFrame.Shape.StyledPanel)
+        layout = QVBoxLayout(area)
+        self.progress_placeholder = QLabel(
+            "Retrievals will appear here. Select studies or series above and choose Retrieve (Ctrl+R).", area)
+        self.progress_placeholder.setObjectName("hint")
+        self.progress_placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout.addWidget(self.progress_placeholder)
+        return area
+
+    def _lay_out(self) -> None:
+        central = QWidget(self)
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(10, 8, 10, 4)
+        layout.setSpacing(8)
+        layout.addWidget(self.node_bar)
+        line = QFrame(central)
+        line.setFrameShape(QFrame.Shape.HLine)
+        line.setFrameShadow(QFrame.Shadow.Sunken)
+        layout.addWidget(line)
+        layout.addWidget(self.form)
+        layout.addWidget(self.splitter, 1)
+        self.setCentralWidget(central)
+        self.resize(1280, 800)
+
+    def _make_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self.settings_action = self._action("&Settings…", "Ctrl+,", self.open_settings)
+        file_menu.addAction(self.settings_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self._action("&Quit", QKeySequence.StandardKey.Quit, self.close))
+        search_menu = bar.addMenu("&Search")
+        self.search_action = self._action("&Search", "Ctrl+Return", self.form.submit)
+        self.search_action.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("F5")])
+        search_menu.addAction(self.search_action)
+        self.cancel_action = self._action("&Cancel search", None, self.search.cancel)
+        self.cancel_action.setEnabled(False)
+        search_menu.addAction(self.cancel_action)
+        search_menu.addAction(self._action("C&lear form", "Ctrl+L", self.form.clear))
+        search_menu.addSeparator()
+        search_menu.addAction(self.results.filter_action)
+        results_menu = bar.addMenu("&Results")
+        for action in (self.results.retrieve_action, self.results.copy_uid_action, self.results.copy_row_action):
+            results_menu.addAction(action)
+        nodes_menu = bar.addMenu("&Nodes")
+        nb = self.node_bar
+        for action in (nb.test_action, None, nb.add_action, nb.edit_action, nb.duplicate_action, nb.remove_action):
+            nodes_menu.addSeparator() if action is None else nodes_menu.addAction(action)
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self._action("&About PacsPull", None, self.about))
+
+    def _action(self, text: str, shortcut: object, slot: object) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))  # type: ignore[arg-type]
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _wire(self) -> None:
+        self.form.searchRequested.connect(self.start_search)
+        self.form.cancelRequested.connect(self.search.cancel)
+        self.search.runningChanged.connect(self._running_changed)
+        self.search.finished.connect(self._search_finished)
+        self.search.failed.connect(self._search_failed)
+        self.search.seriesFailed.connect(self._series_failed)
+        self.results.retrieveRequested.connect(self.retrieveRequested)
+        self.retrieveRequested.connect(self._retrieve_not_wired_yet)
+        self.context.selectionChanged.connect(self._update_title)
+        self.context.nodesChanged.connect(self._update_title)
+        self.context.settingsChanged.connect(self._settings_changed)
+        self.context.demoChanged.connect(self.demo_label.setText)
+        self.context.demoReady.connect(self._demo_ready)
+
+    # -- search ---------------------------------------------------------------------------------------
+
+    def start_search(self, request: QueryRequest) -> None:
+        """Run ``request`` against the selected node."""
+        node = self.context.selected_node()
+        if node is None:
+            self.statusBar().showMessage("Choose or add a PACS first (Nodes ▸ Add node…)")
+            return
+        self.results.clear_summary()
+        if self.context.demo_starting and is_demo_node(node):
+            # The first start writes the sample files; search as soon as the demo PACS listens.
+            self._pending = request
+            self.statusBar().showMessage("Waiting for the demo PACS to start…")
+            return
+        self._pending = None
+        self.search.search(node, request)
+        self.statusBar().clearMessage()
+
+    def _demo_ready(self) -> None:
+        request, self._pending = self._pending, None
+        if request is not None:
+            self.start_search(request)
+
+    def _running_changed(self, running: bool) -> None:
+        self.cancel_action.setEnabled(running)
+        if running:
+            self._busy_timer.start()
+        else:
+            self._busy_timer.stop()
+            self.form.set_running(False)
+
+    def _show_busy(self) -> None:
+        if self.search.running:
+            self.form.set_running(True)
+            node = self.search.node
+            self.statusBar().showMessage(f"Searching {node.name if node else ''}… (Esc to cancel)")
+
+    def _search_finished(self, summary: FindDone) -> None:
+        node = self.search.node
+        where = f" from {node.name}" if node else ""
+        if summary.cancelled:
+            text = f"Search cancelled after {summary.count:,} studies"
+        else:
+            text = f"{summary.count:,} {'study' if summary.count == 1 else 'studies'}{where} in {seconds(summary.seconds)}"
+        self.statusBar().showMessage(text)
+        self.results.show_summary(summary)
+
+    def _search_failed(self, message: str, hint: str) -> None:
+        self.statusBar().showMessage("Search failed")
+        self.results.show_error(message, hint)
+
+    def _series_failed(self, study_uid: str, message: str) -> None:
+        self.statusBar().showMessage(f"Could not fetch the series: {message}")
+
+    def _retrieve_not_wired_yet(self, rows: list) -> None:
+        # Issue 6 connects retrieveRequested to the retrieve queue and removes this.
+        self.statusBar().showMessage(f"{len(rows)} item(s) selected for retrieve")
+
+    # -- other actions ----------------------------------------------------------------------------
+
+    def open_settings(self) -> None:
+        """Show the settings dialog; save on OK."""
+        dialog = SettingsDialog(self.context.settings, self)
+        if dialog.exec() == SettingsDialog.DialogCode.Accepted:
+            try:
+                self.context.save_settings(dialog.settings())
+            except OSError as exc:
+                QMessageBox.warning(self, "Settings not saved", f"Could not write the settings: {exc}")
+
+    def _settings_changed(self) -> None:
+        self.form.limit = self.context.settings.max_results
+
+    def about(self) -> None:
+        """Versions of everything that matters for a bug report."""
+        QMessageBox.about(
+            self, "About PacsPull",
+            f"<h3>PacsPull {__version__}</h3>"
+            "<p>Search a PACS and retrieve studies with C-FIND and C-GET.</p>"
+            f"<p>pynetdicom {pynetdicom.__version__}<br>pydicom {pydicom.__version__}<br>"
+            f"Qt {qVersion()} (PySide6 {pyside_version})<br>Python {platform.python_version()}</p>",
+        )
+
+    def _update_title(self) -> None:
+        node = self.context.selected_node()
+        self.setWindowTitle(f"PacsPull — {node.name}" if node else "PacsPull")
+
+    # -- state and exit ---------------------------------------------------------------------------
+
+    def _restore_state(self) -> None:
+        state = self.context.window_state()
+        geometry = state.value("window/geometry")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        splitter = state.value("window/splitter")
+        if isinstance(splitter, QByteArray):
+            self.splitter.restoreState(splitter)
+
+    def save_state(self) -> None:
+        """Remember geometry and splitter positions."""
+        state = self.context.window_state()
+        state.setValue("window/geometry", self.saveGeometry())
+        state.setValue("window/splitter", self.splitter.saveState())
+        state.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Save the layout, stop the search and wait (bounded) for background jobs to end."""
+        self.save_state()
+        self.hide()  # closes at once for the user, even while a job waits out a silent PACS below
+        self.search.cancel()
+        self.context.runner.shutdown(SHUTDOWN_WAIT_MS)
+        super().closeEvent(event)

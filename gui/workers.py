@@ -1,0 +1,230 @@
+"""Background work: each worker turns one core call into Qt signals, on a QThread of its own.
+
+Thread contract, for every worker here:
+
+* ``run()`` executes on the worker's thread. It calls core, never touches a widget or a model, and
+  reports only by emitting signals; Qt queues them to the receivers' thread (the GUI thread).
+* Every signal carries the worker's ``generation``. The receiver compares it with the generation it is
+  waiting for and drops anything older, so a slow answer never overwrites a newer one.
+* ``cancel()`` may be called from any thread; it sets the worker's ``CancelToken`` and core stops at
+  its next step (for C-FIND: C-CANCEL after the next response).
+* ``done`` is always the last signal; the runner stops the thread on it.
+
+Receivers must be slots of QObjects living on the GUI thread (not lambdas): PySide runs a plain callable
+connected to a cross-thread signal on the emitting thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from pacspull.core.diagnose import StageResult, diagnose
+from pacspull.core.errors import PacsPullError
+from pacspull.core.nodes import Node
+from pacspull.core.progress import CancelToken
+from pacspull.core.query import Level, QueryRequest, find
+from pacspull.gui.demo import DemoServer
+
+LOG = logging.getLogger(__name__)
+
+# Rows reach the GUI in batches at most this often: a PACS answering 5,000 rows a second costs the
+# event loop 20 signals a second, not 5,000 (Picard's time-budget batching).
+BATCH_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class FindDone:
+    """How a query ended: row count, whether the rows are incomplete, and how long it took."""
+
+    count: int
+    capped: bool
+    cancelled: bool
+    warnings: tuple[str, ...]
+    seconds: float
+
+
+class Worker(QObject):
+    """One core call on a worker thread; subclasses implement ``work()`` (called on that thread)."""
+
+    failed = Signal(int, str, str)  # generation, message, hint
+    done = Signal()
+
+    def __init__(self, generation: int) -> None:
+        super().__init__()
+        self.generation = generation
+        self.token = CancelToken()
+
+    def cancel(self) -> None:
+        """Ask the core call to stop at its next step; safe from any thread."""
+        self.token.cancel()
+
+    @Slot()
+    def run(self) -> None:
+        """Entry point on the worker thread: ``work()``, errors turned into ``failed``, then ``done``."""
+        try:
+            self.work()
+        except PacsPullError as exc:
+            self.failed.emit(self.generation, exc.message, exc.hint)
+        except Exception as exc:  # the thread boundary: a bug must still end the job and reach the user
+            LOG.exception("%s failed unexpectedly", type(self).__name__)
+            self.failed.emit(self.generation, f"unexpected error: {exc}", "details are in the log")
+        finally:
+            self.done.emit()
+
+    def work(self) -> None:
+        """The core call; runs on the worker thread."""
+        raise NotImplementedError
+
+
+class FindWorker(Worker):
+    """A C-FIND; rows arrive in batches (``rowsFound``), then ``finished`` with a ``FindDone``."""
+
+    rowsFound = Signal(int, list)  # generation, rows
+    finished = Signal(int, object)  # generation, FindDone
+
+    def __init__(self, generation: int, node: Node, request: QueryRequest) -> None:
+        super().__init__(generation)
+        self.node = node
+        self.request = request
+        self._batch: list[Any] = []
+        self._flushed_at = 0.0
+
+    def work(self) -> None:
+        """Run the query, flushing rows every ``BATCH_SECONDS``."""
+        start = self._flushed_at = time.monotonic()
+        result = find(self.node, self.request, cancel=self.token, on_row=self._on_row)
+        self._flush()
+        summary = FindDone(len(result.rows), result.capped, result.cancelled, tuple(result.warnings),
+                           time.monotonic() - start)
+        self.finished.emit(self.generation, summary)
+
+    def _on_row(self, row: Any) -> None:
+        self._batch.append(row)
+        if time.monotonic() - self._flushed_at >= BATCH_SECONDS:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._flushed_at = time.monotonic()
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self.rowsFound.emit(self.generation, batch)
+
+
+class SeriesWorker(Worker):
+    """The series of one study, for a lazy expand: ``seriesFound`` or ``seriesFailed``, by study UID."""
+
+    seriesFound = Signal(int, str, list)  # generation, study UID, rows
+    seriesFailed = Signal(int, str, str)  # generation, study UID, message (with its hint)
+
+    def __init__(self, generation: int, node: Node, study_uid: str) -> None:
+        super().__init__(generation)
+        self.node = node
+        self.study_uid = study_uid
+
+    def work(self) -> None:
+        """One SERIES-level C-FIND for the study."""
+        request = QueryRequest(level=Level.SERIES, study_uids=(self.study_uid,))
+        try:
+            result = find(self.node, request, cancel=self.token)
+        except PacsPullError as exc:
+            self.seriesFailed.emit(self.generation, self.study_uid, str(exc))
+            return
+        self.seriesFound.emit(self.generation, self.study_uid, list(result.rows))
+
+
+class DiagnoseWorker(Worker):
+    """The staged connection test: ``stageDone`` as each stage ends, then ``finished`` with the report."""
+
+    stageDone = Signal(int, object)  # generation, StageResult
+    finished = Signal(int, object)  # generation, DiagnoseReport
+
+    def __init__(self, generation: int, node: Node) -> None:
+        super().__init__(generation)
+        self.node = node
+
+    def work(self) -> None:
+        """Run every stage; diagnose itself never raises for a PACS problem."""
+        report = diagnose(self.node, on_stage=self._on_stage)
+        self.finished.emit(self.generation, report)
+
+    def _on_stage(self, stage: StageResult) -> None:
+        self.stageDone.emit(self.generation, stage)
+
+
+class DemoStartWorker(Worker):
+    """Starts the demo PACS off the GUI thread (the first start writes ~1 MB of sample files)."""
+
+    started = Signal(int, object)  # generation, the Node actually served (its port may have moved)
+
+    def __init__(self, generation: int, server: DemoServer, node: Node) -> None:
+        super().__init__(generation)
+        self.server = server
+        self.node = node
+
+    def work(self) -> None:
+        """``DemoServer.ensure_for``; raises PacsPullError when no port can be served."""
+        self.started.emit(self.generation, self.server.ensure_for(self.node))
+
+
+class WorkerRunner(QObject):
+    """Starts each worker on a new QThread, keeps both alive until the thread ends, stops them all on exit.
+
+    Lives on the GUI thread. A thread per job keeps a stalled PACS from queueing other work (a series
+    fetch while a query runs); jobs are few and long, so thread start-up cost does not matter.
+    """
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._jobs: dict[QThread, Worker] = {}
+
+    @property
+    def active(self) -> int:
+        """How many jobs are running."""
+        return len(self._jobs)
+
+    def start(self, worker: Worker) -> Worker:
+        """Move ``worker`` to a new thread and run it; returns it for chaining."""
+        thread = QThread()
+        thread.setObjectName(type(worker).__name__)
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        worker.done.connect(thread.quit)
+        thread.finished.connect(self._reap)
+        self._jobs[thread] = worker
+        thread.start()
+        return worker
+
+    @Slot()
+    def _reap(self) -> None:
+        # QThread.finished is emitted just before the thread ends: wait() covers that last instant,
+        # so the QThread is never destroyed while still running.
+        thread = self.sender()
+        if isinstance(thread, QThread) and thread in self._jobs:
+            thread.wait()
+            del self._jobs[thread]
+
+    def cancel_all(self) -> None:
+        """Ask every running job to stop."""
+        for worker in self._jobs.values():
+            worker.cancel()
+
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        """Cancel every job and wait for its thread, at most ``timeout_ms`` in all; True if all ended.
+
+        Never ``terminate()``: a thread killed inside pynetdicom could leave a half-written file or a
+        socket in an unknown state. A job still blocked on a silent PACS ends at its DIMSE timeout.
+        """
+        self.cancel_all()
+        deadline = time.monotonic() + timeout_ms / 1000
+        for thread in list(self._jobs):
+            remaining = max(0, int((deadline - time.monotonic()) * 1000))
+            if thread.wait(remaining):
+                del self._jobs[thread]
+        if self._jobs:
+            LOG.warning("%d background job(s) still waiting for the PACS at exit", len(self._jobs))
+        return not self._jobs

@@ -1,0 +1,78 @@
+"""GUI test fixtures: offscreen Qt, a config/data folder per test, the demo PACS as the peer.
+
+Every test gets its own PACSPULL_CONFIG_DIR/PACSPULL_DATA_DIR (nodes.json, settings.json and the window
+state file live there) and QSettings' default paths point into tmp as well, so nothing touches the
+developer's own settings. Tests wait on signals (``qtbot.waitSignal``/``waitUntil``), never sleep.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any QApplication exists
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from gui_helpers import node_for, write_book  # noqa: E402
+from PySide6.QtCore import QSettings  # noqa: E402
+
+from pacspull.core.demo_pacs import DemoPacs  # noqa: E402
+from pacspull.core.nodes import Node  # noqa: E402
+from pacspull.gui import style  # noqa: E402
+from pacspull.gui.context import AppContext  # noqa: E402
+from pacspull.gui.main_window import MainWindow  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _styled_app(qapp):  # type: ignore[no-untyped-def]
+    """The real style sheet, so tests see what users see."""
+    style.apply(qapp)
+    return qapp
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Config and data folders of this test only; QSettings' default locations under tmp too."""
+    monkeypatch.setenv("PACSPULL_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("PACSPULL_DATA_DIR", str(tmp_path / "data"))
+    for scope in (QSettings.Scope.UserScope, QSettings.Scope.SystemScope):
+        QSettings.setPath(QSettings.Format.IniFormat, scope, str(tmp_path / "qsettings"))
+        QSettings.setPath(QSettings.Format.NativeFormat, scope, str(tmp_path / "qsettings"))
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def demo_pacs(sample_files: list[Path]) -> Iterator[DemoPacs]:
+    """The in-process demo PACS on a free loopback port, serving the session's sample files."""
+    with DemoPacs(files=sample_files, port=0) as pacs:
+        yield pacs
+
+
+@pytest.fixture
+def peer_node(demo_pacs: DemoPacs) -> Node:
+    """A node pointing at the session's demo PACS."""
+    return node_for(demo_pacs.port)
+
+
+@pytest.fixture
+def make_window(qtbot) -> Iterator[Callable[..., MainWindow]]:  # type: ignore[no-untyped-def]
+    """``make(*nodes)``: save the nodes (first selected), build the context and the window, show it."""
+    made: list[MainWindow] = []
+
+    def make(*nodes: Node, selected: str | None = None) -> MainWindow:
+        if nodes:
+            write_book(*nodes, selected=selected)
+        context = AppContext()
+        context.ensure_demo()
+        window = MainWindow(context)
+        qtbot.addWidget(window)
+        window.show()
+        made.append(window)
+        return window
+
+    yield make
+    for window in made:
+        window.close()
+        assert window.context.shutdown(10_000), "a background job did not end"
