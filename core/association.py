@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,8 +21,10 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, Association, _config, build_context, evt
 from pynetdicom.presentation import PresentationContext
 
+from pacspull.core._pynetdicom_compat import wake_response_wait
 from pacspull.core.errors import AssociationRejected, ConnectionFailed
 from pacspull.core.nodes import Node
+from pacspull.core.progress import CancelToken
 
 LOG = logging.getLogger(__name__)
 
@@ -279,3 +282,45 @@ def build_contexts(
 ) -> list[PresentationContext]:
     """Presentation contexts for the given SOP classes, each with the given transfer syntaxes."""
     return [build_context(uid, list(transfer_syntaxes)) for uid in abstract_syntaxes]
+
+
+class CancelWatcher:
+    """Sends C-CANCEL when the token fires during one C-FIND/C-GET; aborts if the PACS then stays silent.
+
+    A thread of its own, because the thread iterating the responses is blocked while the PACS says
+    nothing (a stall, or a slow query): it cannot notice the cancel itself.
+    """
+
+    def __init__(self, assoc: Association, msg_id: int, cancel: CancelToken, grace: float, query_model: str) -> None:
+        self.assoc = assoc
+        self.query_model = query_model
+        self.msg_id = msg_id
+        self.cancel = cancel
+        self.grace = grace
+        self.finished = threading.Event()
+        self.sent = False
+        self.aborted = False
+        self.thread = threading.Thread(target=self._watch, name="pacspull-cancel", daemon=True)
+
+    def __enter__(self) -> CancelWatcher:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finished.set()
+        self.thread.join()
+
+    def _watch(self) -> None:
+        while not self.finished.is_set():
+            if self.cancel.wait(0.05):
+                break
+        if self.finished.is_set():
+            return
+        LOG.info("Cancel requested: sending C-CANCEL for message %d", self.msg_id)
+        self.sent = True
+        self.assoc.send_c_cancel(self.msg_id, query_model=self.query_model)
+        if not self.finished.wait(self.grace):
+            LOG.warning("No final response %.0f s after C-CANCEL: aborting the association", self.grace)
+            self.aborted = True
+            self.assoc.abort()
+            wake_response_wait(self.assoc)

@@ -13,7 +13,6 @@ Statuses (PS3.4 C.4.3.1.4 for C-GET, B.2.3 for the C-STORE sub-operations we ans
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -31,7 +30,13 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-from pacspull.core.association import associated, build_contexts, context_results, open_association
+from pacspull.core.association import (
+    CancelWatcher,
+    associated,
+    build_contexts,
+    context_results,
+    open_association,
+)
 from pacspull.core.contexts import DEFAULT_STORAGE_CLASSES, MAX_CONTEXTS, ContextPlan, plan_contexts
 from pacspull.core.errors import AssociationRejected, ConnectionFailed, PacsPullError, ServiceFailed
 from pacspull.core.nodes import Node
@@ -302,42 +307,6 @@ def _status_code(status: Dataset | None) -> int | None:
     return int(status.Status) if status is not None and "Status" in status else None
 
 
-class _CancelWatcher:
-    """Sends C-CANCEL when the token fires during one C-GET; aborts if the PACS then stays silent."""
-
-    def __init__(self, assoc: Association, msg_id: int, cancel: CancelToken, grace: float) -> None:
-        self.assoc = assoc
-        self.msg_id = msg_id
-        self.cancel = cancel
-        self.grace = grace
-        self.finished = threading.Event()
-        self.sent = False
-        self.aborted = False
-        self.thread = threading.Thread(target=self._watch, name="pacspull-cancel", daemon=True)
-
-    def __enter__(self) -> _CancelWatcher:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.finished.set()
-        self.thread.join()
-
-    def _watch(self) -> None:
-        while not self.finished.is_set():
-            if self.cancel.wait(0.05):
-                break
-        if self.finished.is_set():
-            return
-        LOG.info("Cancel requested: sending C-CANCEL for message %d", self.msg_id)
-        self.sent = True
-        self.assoc.send_c_cancel(self.msg_id, query_model=StudyRootQueryRetrieveInformationModelGet)
-        if not self.finished.wait(self.grace):
-            LOG.warning("No final C-GET response %.0f s after C-CANCEL: aborting the association", self.grace)
-            self.aborted = True
-            self.assoc.abort()
-
-
 @dataclass
 class _Work:
     """A request as planned: the C-GET identifiers to send and what the plan learned."""
@@ -553,7 +522,8 @@ class Retrieval:
         last_message = time.monotonic()
         final: Dataset | None = None
         code: int | None = None
-        with _CancelWatcher(assoc, self._msg_id, self.cancel, self.options.cancel_grace) as watcher:
+        with CancelWatcher(assoc, self._msg_id, self.cancel, self.options.cancel_grace,
+                           StudyRootQueryRetrieveInformationModelGet) as watcher:
             for status, ident in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet,
                                                   msg_id=self._msg_id):
                 code = _status_code(status)

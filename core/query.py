@@ -19,13 +19,14 @@ from pydicom.valuerep import PersonName
 from pynetdicom import Association
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from pacspull.core.association import associated, build_contexts
+from pacspull.core.association import CancelWatcher, associated, build_contexts
 from pacspull.core.errors import InvalidInput, ServiceFailed
 from pacspull.core.nodes import Node
 from pacspull.core.progress import CancelToken
 from pacspull.core.status import Category, describe
 
 DEFAULT_LIMIT = 1000
+CANCEL_GRACE = 5.0  # seconds a PACS gets to end a query after C-CANCEL before we abort
 _DATE = re.compile(r"^\d{8}$")
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
@@ -320,6 +321,8 @@ class _Finder:
 
     @property
     def done(self) -> bool:
+        if self.cancel is not None and self.cancel.cancelled:
+            self.result.cancelled = True
         return self.result.capped or self.result.cancelled
 
     def run(
@@ -338,47 +341,51 @@ class _Finder:
         self._msg_id += 1
         rows: list[Any] = []
         stop_sent = False
+        cancel = self.cancel or CancelToken()
         responses = self.assoc.send_c_find(
             identifier, StudyRootQueryRetrieveInformationModelFind, msg_id=self._msg_id
         )
-        for status, ds in responses:
-            code = int(status.Status) if status is not None and "Status" in status else None
-            info = describe(code)
-            if info.category is Category.PENDING:
-                if stop_sent or ds is None:
+        with CancelWatcher(self.assoc, self._msg_id, cancel, CANCEL_GRACE,
+                           StudyRootQueryRetrieveInformationModelFind) as watcher:
+            for status, ds in responses:
+                code = int(status.Status) if status is not None and "Status" in status else None
+                info = describe(code)
+                if info.category is Category.PENDING:
+                    if stop_sent or watcher.sent or ds is None:
+                        continue
+                    row = row_type.from_dataset(ds)
+                    if keep is not None and not keep(row):
+                        continue
+                    rows.append(row)
+                    if collect:
+                        self.result.rows.append(row)
+                        if self.on_row:
+                            self.on_row(row)
+                        if len(self.result.rows) >= self.limit:
+                            # PS3.4 C.4.1.2.3: C-CANCEL; the PACS then ends with 0xFE00 (or success).
+                            self.result.capped = True
+                            self.assoc.send_c_cancel(self._msg_id, query_model=StudyRootQueryRetrieveInformationModelFind)
+                            stop_sent = True
                     continue
-                row = row_type.from_dataset(ds)
-                if keep is not None and not keep(row):
-                    continue
-                rows.append(row)
-                if collect:
-                    self.result.rows.append(row)
-                    if self.on_row:
-                        self.on_row(row)
-                if self.cancel is not None and self.cancel.cancelled:
+                if watcher.sent:
                     self.result.cancelled = True
-                elif collect and len(self.result.rows) >= self.limit:
+                if info.category in (Category.SUCCESS, Category.CANCEL):
+                    break
+                if code is None:
+                    if watcher.sent:
+                        break  # cancelled and the PACS stayed silent: the watcher aborted, as asked
+                    raise ServiceFailed(
+                        f"{self.node.address} stopped answering the C-FIND (timeout or aborted association)",
+                        hint="the query may be too broad or the PACS slow: narrow it or raise the timeout "
+                        f"({self.node.dimse_timeout:g} s)",
+                        stage="find",
+                    )
+                if 0xA700 <= code <= 0xA7FF:
+                    # Some PACS end an over-broad query with "out of resources" after the rows they allow.
                     self.result.capped = True
-                if self.done:
-                    # PS3.4 C.4.1.2.3: C-CANCEL; the PACS then ends with 0xFE00 (or success if it was done).
-                    self.assoc.send_c_cancel(self._msg_id, query_model=StudyRootQueryRetrieveInformationModelFind)
-                    stop_sent = True
-                continue
-            if info.category in (Category.SUCCESS, Category.CANCEL):
-                break
-            if code is None:
-                raise ServiceFailed(
-                    f"{self.node.address} stopped answering the C-FIND (timeout or aborted association)",
-                    hint="the query may be too broad or the PACS slow: narrow it or raise the timeout "
-                    f"({self.node.dimse_timeout:g} s)",
-                    stage="find",
-                )
-            if 0xA700 <= code <= 0xA7FF:
-                # Some PACS end an over-broad query with "out of resources" after the rows they allow.
-                self.result.capped = True
-                self.result.warnings.append(f"the PACS stopped the query: {info}")
-                break
-            raise ServiceFailed(f"{self.node.address} refused the C-FIND: {info}", stage="find")
+                    self.result.warnings.append(f"the PACS stopped the query: {info}")
+                    break
+                raise ServiceFailed(f"{self.node.address} refused the C-FIND: {info}", stage="find")
         return rows
 
 

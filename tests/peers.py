@@ -734,3 +734,11 @@ class DcmqrscpPeer:
 
     def instance_count(self) -> int:
         return len(self.index_records())
+
+
+def node_of(peer: Any, **kwargs: Any) -> Any:
+    """A pacspull Node for a running peer (anything with host, port and an ``aet`` or ``ae_title``)."""
+    from pacspull.core.nodes import Node
+
+    aet = getattr(peer, "aet", None) or peer.ae_title
+    return Node(name="test peer", ae_title=aet, host=peer.host, port=peer.port, **kwargs)

@@ -7,14 +7,10 @@ as read-only (a test that needs other data or settings asks a factory for its ow
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 from pathlib import Path
 
 import pytest
 from peers import DcmqrscpPeer, OrthancPeer, need_binary  # tests/ is on sys.path (tests/conftest.py)
-
-if TYPE_CHECKING:
-    from pacspull.core.nodes import Node
 
 
 def _need_orthanc() -> None:
@@ -103,11 +99,3 @@ def demo(sample_files: list[Path]) -> Iterator[object]:
 def any_peer(request: pytest.FixtureRequest) -> object:
     """Each peer in turn: Orthanc, dcmqrscp and the demo PACS, all holding the sample studies."""
     return request.getfixturevalue(request.param)
-
-
-def node_of(peer: object, **kwargs: object) -> "Node":
-    """A Node for a running peer (anything with host, port and an AE title)."""
-    from pacspull.core.nodes import Node
-
-    aet = getattr(peer, "aet", None) or getattr(peer, "ae_title")
-    return Node(name="test peer", ae_title=aet, host=peer.host, port=peer.port, **kwargs)  # type: ignore[attr-defined,arg-type]

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import node_of  # type: ignore[import-not-found]  # tests/integration/conftest.py
+from peers import node_of
 
 from pacspull.core import samples
 from pacspull.core.cli import main

@@ -12,7 +12,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from conftest import node_of  # type: ignore[import-not-found]  # tests/integration/conftest.py
+from peers import node_of
 
 from pacspull.core import association, samples
 from pacspull.core.cli import main
