@@ -74,15 +74,6 @@ from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    JPEGLossless,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
 )
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
@@ -100,6 +91,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacspull.core import samples
+from pacspull.core.contexts import COMPRESSED, UNCOMPRESSED
 from pacspull.core.nodes import data_dir
 
 __all__ = ["DemoPacs", "Faults", "Level", "default_data_dir", "HOSTILE_VALUES"]
@@ -110,20 +102,7 @@ log = logging.getLogger(__name__)
 # Storage transfer syntaxes in our order of preference: the acceptor picks the first of *its* list
 # that the requestor proposed in a context, so uncompressed comes first and compressed instances are
 # sent as stored whenever the client proposes their syntax in a context of its own.
-STORAGE_TRANSFER_SYNTAXES: tuple[UID, ...] = (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    RLELossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    DeflatedExplicitVRLittleEndian,
-)
+STORAGE_TRANSFER_SYNTAXES: tuple[UID, ...] = (*UNCOMPRESSED, *COMPRESSED)
 _QUERY_TRANSFER_SYNTAXES = (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
