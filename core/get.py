@@ -340,6 +340,7 @@ class Retrieval:
         self._index = 0
         self._started = 0.0
         self._msg_id = 0
+        self._last_activity = 0.0  # monotonic time of the last C-STORE received
         self.context_report: list[str] = []
 
     # -- planning ---------------------------------------------------------------------------------
@@ -470,6 +471,7 @@ class Retrieval:
         outcome = self._current
         request = event.request
         uid = str(request.AffectedSOPInstanceUID or "")
+        self._last_activity = time.monotonic()
         if outcome is None:
             return STORE_PROCESSING_FAILURE  # a C-STORE outside any C-GET of ours: refuse it
         try:
@@ -537,13 +539,17 @@ class Retrieval:
                 break
         outcome.status = describe(code) if code is not None else None
         if code is None:
-            silent = time.monotonic() - last_message
+            silent = time.monotonic() - max(last_message, self._last_activity)
             if watcher.aborted:
                 outcome.error = (f"the PACS did not end the retrieve within {self.options.cancel_grace:g} s of "
                                  "the cancel request: association aborted")
             elif silent >= self.node.dimse_timeout * 0.9:
                 outcome.error = (f"the PACS sent nothing for {self.node.dimse_timeout:g} s: retrieve timed out "
                                  "(association aborted)")
+            elif not outcome.pacs_counts and outcome.completed + outcome.failed + outcome.skipped == 0:
+                outcome.error = (f"the PACS aborted the association in answer to the C-GET request: it may not "
+                                 f"allow C-GET for calling AE {self.node.calling_ae!r} (Orthanc does this; ask "
+                                 "the PACS admin, or use C-MOVE)")
             else:
                 outcome.error = "the PACS aborted the association (or the network connection was lost)"
             outcome.error += f"; the {outcome.completed} instance(s) received are kept"
