@@ -19,11 +19,13 @@ from typing import Any
 
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, Association, _config, build_context, evt
+from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.presentation import PresentationContext
 
 from pacspull.core._pynetdicom_compat import wake_response_wait
-from pacspull.core.errors import AssociationRejected, ConnectionFailed
-from pacspull.core.nodes import Node
+from pacspull.core import credentials, tls
+from pacspull.core.errors import AssociationRejected, ConnectionFailed, InvalidInput
+from pacspull.core.nodes import IDENTITY_TYPES, Node
 from pacspull.core.progress import CancelToken
 
 LOG = logging.getLogger(__name__)
@@ -176,6 +178,8 @@ def explain_rejection(node: Node, primitive: Any) -> AssociationRejected:
         hint = f"the PACS is not called {node.ae_title!r}: check the called AE title (it is case-sensitive)"
     elif primitive.result_source == 3:
         hint = "the PACS is busy or at its association limit: try again shortly"
+    elif node.identity != "none" and primitive.diagnostic == 1:
+        hint = f"the PACS probably refused the user identity ({node.identity} for {node.identity_user!r})"
     return AssociationRejected(
         f"{node.address} {result} rejected the association: {reason}", hint=hint, stage="associate"
     )
@@ -213,6 +217,30 @@ class _Watch:
         return [(evt.EVT_CONN_OPEN, self.on_conn_open), (evt.EVT_ACSE_RECV, self.on_acse_recv)]
 
 
+def identity_item(node: Node) -> UserIdentityNegotiation | None:
+    """The User Identity item for the node; refuses to send a secret in clear unless the node allows it."""
+    if node.identity == "none":
+        return None
+    item = UserIdentityNegotiation()
+    item.user_identity_type = IDENTITY_TYPES[node.identity]
+    item.positive_response_requested = node.identity_positive_response
+    if node.identity in ("username", "password"):
+        item.primary_field = node.identity_user.encode("utf-8")
+    if node.identity_has_secret:
+        if not node.tls and not node.allow_plain_credentials:
+            raise InvalidInput("user identity", "would send a password or token unencrypted: turn TLS on for "
+                               "this node, or allow credentials over plain TCP explicitly")
+        secret = credentials.get_secret(node.name)
+        if not secret:
+            raise InvalidInput("user identity", f"no password or token is stored for node {node.name!r} "
+                               "(save one with the node, or pass it with --secret-stdin)")
+        if node.identity == "password":
+            item.secondary_field = secret.encode("utf-8")
+        else:
+            item.primary_field = secret.encode("utf-8")
+    return item
+
+
 def open_association(
     node: Node,
     contexts: Sequence[PresentationContext],
@@ -222,6 +250,8 @@ def open_association(
     ae: AE | None = None,
 ) -> Association:
     """Associate with ``node`` proposing ``contexts``; raise a PacsPullError saying which stage failed."""
+    identity = identity_item(node)
+    tls_args = tls.tls_args(node)
     resolve(node)
     ae = ae or make_ae(node)
     watch = _Watch()
@@ -232,17 +262,30 @@ def open_association(
         contexts=list(contexts),
         ae_title=node.ae_title,
         max_pdu=node.max_pdu,
-        ext_neg=list(ext_neg) if ext_neg else None,
+        ext_neg=list(ext_neg or []) + ([identity] if identity else []) or None,
         evt_handlers=handlers,
+        tls_args=tls_args,
     )
     if assoc.is_established:
+        if identity is not None and identity.positive_response_requested:
+            if assoc.acceptor.user_identity is None:
+                assoc.abort()
+                assoc.ae.shutdown()
+                raise AssociationRejected(
+                    f"{node.address} accepted the association but did not confirm the user identity",
+                    hint="the node asks for a positive response; the PACS may ignore user identity",
+                    stage="associate")
         return assoc
     if not watch.connected:
         # pynetdicom only logs the socket error; repeat the connect to learn exactly what happened.
         tcp_probe(node)
+        if node.tls:
+            tls.handshake_probe(node)
         raise ConnectionFailed(f"cannot connect to {node.host}:{node.port}", stage="connect")
     if assoc.is_rejected and watch.response is not None:
         raise explain_rejection(node, watch.response)
+    if node.tls and not assoc.is_rejected:
+        tls.handshake_probe(node)  # a TLS refusal after the handshake (client certificate) is named here
     if watch.response is None:
         raise AssociationRejected(
             f"{node.address} did not answer the association request within {node.acse_timeout:g} s",
@@ -256,7 +299,8 @@ def open_association(
         )
     raise AssociationRejected(
         f"{node.address} aborted the association during negotiation",
-        hint="the PACS may not allow this calling AE or this service; check its logs",
+        hint="the PACS may not allow this calling AE or this service (check its logs), or the port expects "
+        "TLS" if not node.tls else "the PACS may not allow this calling AE or this service; check its logs",
         stage="associate",
     )
 

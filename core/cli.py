@@ -23,6 +23,7 @@ from pacspull.core import __version__
 from pacspull.core.errors import InvalidInput, PacsPullError
 from pacspull.core.nodes import (
     DEFAULT_CALLING_AE,
+    IDENTITY_TYPES,
     Node,
     NodeBook,
     validate_ae_title,
@@ -58,6 +59,53 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--timeout", metavar="S", type=str, help="connect/association/response timeout in seconds "
                        "(default: the node's, else 10 s connect, 30 s association, 60 s response)")
+    _security_options(parser)
+
+
+def _security_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("security (TLS and user identity; a saved node keeps its own)")
+    group.add_argument("--tls", action="store_true", default=None, help="DICOM over TLS (1.2 or newer)")
+    group.add_argument("--tls-ca", metavar="FILE", help="PEM file of the CA(s) that signed the PACS certificate "
+                       "(default: the system's CAs)")
+    group.add_argument("--tls-cert", metavar="FILE", help="our client certificate (PEM), if the PACS asks for one")
+    group.add_argument("--tls-key", metavar="FILE", help="the key of --tls-cert (PEM)")
+    group.add_argument("--no-verify-hostname", action="store_true", default=None,
+                       help="accept a PACS certificate issued for another host name (the CA is still checked)")
+    group.add_argument("--user-identity", metavar="TYPE", choices=list(IDENTITY_TYPES),
+                       help="none, username, password, kerberos, saml or jwt (default none)")
+    group.add_argument("--user", metavar="NAME", help="user name for --user-identity username/password")
+    group.add_argument("--secret-stdin", action="store_true",
+                       help="read the password or token from standard input (first line)")
+    group.add_argument("--identity-positive-response", action="store_true", default=None,
+                       help="require the PACS to confirm the user identity")
+    group.add_argument("--allow-plain-credentials", action="store_true", default=None,
+                       help="allow sending a password or token without TLS (unsafe)")
+
+
+_SECURITY_FIELDS = {
+    "tls": "tls", "tls_ca": "tls_ca_file", "tls_cert": "tls_cert_file", "tls_key": "tls_key_file",
+    "user_identity": "identity", "user": "identity_user",
+    "identity_positive_response": "identity_positive_response",
+    "allow_plain_credentials": "allow_plain_credentials",
+}
+
+
+def _with_security(node: Node, args: argparse.Namespace) -> Node:
+    """Apply the security options given on the command line; a secret from stdin is kept for this run."""
+    changes = {field: getattr(args, opt) for opt, field in _SECURITY_FIELDS.items()
+               if getattr(args, opt, None) is not None}
+    if getattr(args, "no_verify_hostname", None):
+        changes["tls_verify_hostname"] = False
+    if changes:
+        node = Node(**{**node.to_json(), **changes})  # type: ignore[arg-type]
+    if getattr(args, "secret_stdin", False):
+        from pacspull.core.credentials import remember_for_run
+
+        secret = sys.stdin.readline().rstrip("\r\n")
+        if not secret:
+            raise InvalidInput("--secret-stdin", "standard input gave an empty password or token")
+        remember_for_run(node.name, secret)
+    return node
 
 
 def _query_options(parser: argparse.ArgumentParser) -> None:
@@ -141,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"default {DEFAULT_CALLING_AE}")
     n.add_argument("--timeout", metavar="S", help="all timeouts, in seconds")
     n.add_argument("--replace", action="store_true", help="update the node if it exists")
+    _security_options(n)
     n = nodes.add_parser("list", help="list saved nodes")
     n.add_argument("--json", action="store_true")
     n = nodes.add_parser("remove", help="forget a node")
@@ -169,7 +218,7 @@ def node_from_args(args: argparse.Namespace) -> Node:
                     calling_ae=args.calling_aet or DEFAULT_CALLING_AE)
     if args.timeout is not None:
         node = node.with_timeout(validate_timeout(args.timeout, "--timeout"))
-    return node
+    return _with_security(node, args)
 
 
 def _print_json(value: Any) -> None:
@@ -424,7 +473,12 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         node = Node(name=args.name, ae_title=args.aet, host=args.host, port=args.port,
                     calling_ae=args.calling_aet)
         if args.timeout is not None:
-                node = node.with_timeout(validate_timeout(args.timeout, "--timeout"))
+            node = node.with_timeout(validate_timeout(args.timeout, "--timeout"))
+        node = _with_security(node, args)
+        if args.secret_stdin:
+            from pacspull.core.credentials import get_secret, store_secret
+
+            store_secret(node.name, get_secret(node.name) or "")
         book.put(node, replace=args.replace)
         book.selected = book.selected or node.name
         book.save()
@@ -439,8 +493,11 @@ def cmd_nodes(args: argparse.Namespace) -> int:
                     for n in book]
             print(_table(["", "Name", "Called AE", "Host", "Port", "Calling AE"], rows))
     elif args.nodes_command == "remove":
+        from pacspull.core.credentials import delete_secret
+
         node = book.remove(args.name)
         book.save()
+        delete_secret(node.name)
         print(f"removed node {node.name!r}")
     elif args.nodes_command == "test":
         return cmd_diagnose(args, book.get(args.name))

@@ -50,9 +50,10 @@ import copy
 import logging
 import re
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
@@ -91,6 +92,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacspull.core import samples
+from pacspull.core._pynetdicom_compat import wake_response_wait
 from pacspull.core.contexts import COMPRESSED, UNCOMPRESSED
 from pacspull.core.nodes import data_dir
 
@@ -380,7 +382,16 @@ class DemoPacs:
         host: str = "127.0.0.1",
         port: int = 0,
         faults: Faults | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        users: Mapping[str, str | None] | None = None,
+        tokens: Iterable[str] = (),
     ) -> None:
+        """``ssl_context`` serves DICOM over TLS. ``users`` (name → password, or None for a name alone)
+        and ``tokens`` (accepted Kerberos/SAML/JWT values) make user identity required: wrong
+        credentials are rejected (A-ASSOCIATE-RJ), an association without any is aborted."""
+        self._ssl_context = ssl_context
+        self._users = dict(users or {})
+        self._tokens = frozenset(tokens)
         self._files = None if files is None else [Path(f) for f in files]
         self._data_dir = data_dir
         self.ae_title = ae_title
@@ -421,9 +432,12 @@ class DemoPacs:
                 evt_handlers=[
                     (evt.EVT_C_FIND, self._handle_find),
                     (evt.EVT_C_GET, self._handle_get),
+                    (evt.EVT_USER_ID, self._handle_user_id),
+                    (evt.EVT_ESTABLISHED, self._check_identity_given),
                 ],
                 contexts=self._storage_contexts(),
                 server_class=_NoDelayServer,
+                ssl_context=self._ssl_context,
             )
             # As start_server(block=False) does, so that ae.shutdown() stops this server too.
             ae._servers.append(server)
@@ -454,14 +468,41 @@ class DemoPacs:
             associations = list(ae.active_associations)
             ae.shutdown()
             for assoc in associations:
-                # A C-GET waiting for a C-STORE response would otherwise sit out the DIMSE timeout:
-                # (None, None) is what get_msg() returns when the peer is gone.
-                assoc.dimse.msg_queue.put((None, None))
+                # A C-GET waiting for a C-STORE response would otherwise sit out the DIMSE timeout.
+                wake_response_wait(assoc)
             for thread in [*associations, self._server_thread]:
                 if thread is not None:
                     thread.join(timeout=2.0)
             self._server_thread = None
             log.info("demo PACS %s stopped", self.ae_title)
+
+    # -- user identity ----------------------------------------------------------------------------
+
+    @property
+    def requires_identity(self) -> bool:
+        """True when associations must carry an accepted user identity."""
+        return bool(self._users or self._tokens)
+
+    def _handle_user_id(self, event: evt.Event) -> tuple[bool, bytes | None]:
+        """EVT_USER_ID: accept a known user (and password) or token; pynetdicom rejects the rest."""
+        if not self.requires_identity:
+            return True, None
+        kind = event.user_id_type
+        primary = (event.primary_field or b"").decode("utf-8", "replace")
+        if kind == 1:
+            ok = primary in self._users and self._users[primary] is None
+        elif kind == 2:
+            secondary = (event.secondary_field or b"").decode("utf-8", "replace")
+            ok = self._users.get(primary) is not None and self._users.get(primary) == secondary
+        else:
+            ok = primary in self._tokens
+        # A positive response carries nothing for names/passwords (PS3.7 D.3.3.7.2); tokens echo back.
+        return ok, (b"" if kind in (1, 2) else event.primary_field) if ok else None
+
+    def _check_identity_given(self, event: evt.Event) -> None:
+        """EVT_ESTABLISHED: an association that offered no identity at all is aborted when one is required."""
+        if self.requires_identity and event.assoc.requestor.user_identity is None:
+            event.assoc.abort()
 
     def serve_forever(self) -> None:
         """Start if needed and serve until interrupted (Ctrl+C); for ``pacspull demo-pacs``."""

@@ -1,6 +1,7 @@
 """A staged connectivity check for the technician: which stage fails, what the PACS accepted, and why.
 
-Stages, in order: resolve the host, TCP connect, associate, C-ECHO, C-FIND, C-GET capability. A failed
+Stages, in order: resolve the host, TCP connect, TLS handshake (for a TLS node), associate, C-ECHO,
+C-FIND, C-GET capability. A failed
 stage stops the stages that depend on it; each stage records its time and, on failure, a hint.
 """
 
@@ -28,6 +29,7 @@ from pacspull.core.association import (
     resolve,
     tcp_probe,
 )
+from pacspull.core import tls
 from pacspull.core.contexts import DEFAULT_STORAGE_CLASSES, MAX_CONTEXTS, storage_contexts
 from pacspull.core.echo import send_echo
 from pacspull.core.errors import PacsPullError
@@ -35,7 +37,7 @@ from pacspull.core.nodes import Node
 from pacspull.core.query import QueryRequest, StudyRow, build_identifier, Level
 from pacspull.core.status import Category, describe
 
-STAGES = ("resolve", "connect", "associate", "echo", "find", "get")
+STAGES = ("resolve", "connect", "tls", "associate", "echo", "find", "get")
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ class DiagnoseReport:
     @property
     def ok(self) -> bool:
         """True when every stage passed."""
-        return len(self.stages) == len(STAGES) and all(s.ok for s in self.stages)
+        return len(self.stages) == len(STAGES) and all(
+            s.ok or (s.name == "tls" and not self.node.tls) for s in self.stages)
 
     @property
     def failed_stage(self) -> StageResult | None:
@@ -139,6 +142,10 @@ def diagnose(node: Node, *, on_stage: Callable[[StageResult], None] | None = Non
 
     try:
         ok = run.stage("resolve", do_resolve) and run.stage("connect", do_connect)
+        if ok and node.tls:
+            ok = run.stage("tls", lambda: tls.handshake_probe(node))
+        elif ok:
+            run.record(StageResult("tls", None, 0.0, "not used: plain TCP (turn TLS on in the node to encrypt)"))
         ok = ok and run.stage("associate", do_associate)
         if ok:
             assoc = holder["assoc"]

@@ -25,6 +25,9 @@ DEMO_NODE_NAME = "Demo PACS"
 # Big enough that a PACS sends few, large PDUs (dcmtk's own ceiling); the peer may still send smaller ones.
 DEFAULT_MAX_PDU = 131072
 
+# PS3.8 D.3.3.7.1 User-Identity-Type: 1 username, 2 username+passcode, 3 Kerberos, 4 SAML, 5 JWT.
+IDENTITY_TYPES: dict[str, int] = {"none": 0, "username": 1, "password": 2, "kerberos": 3, "saml": 4, "jwt": 5}
+
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
@@ -134,6 +137,18 @@ class Node:
     dimse_timeout: float = 60.0
     max_pdu: int = DEFAULT_MAX_PDU
     query_charset: str = "ISO_IR 192"
+    # DICOM over TLS (core/tls.py). Certificate files are PEM paths; an empty CA file means the system's.
+    tls: bool = False
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_verify_hostname: bool = True
+    # User Identity negotiation (PS3.7 D.3.3.7). The password or token itself lives in the OS keyring
+    # (core/credentials.py), never here.
+    identity: str = "none"
+    identity_user: str = ""
+    identity_positive_response: bool = False
+    allow_plain_credentials: bool = False
 
     def __post_init__(self) -> None:
         name = (self.name or "").strip()
@@ -149,6 +164,17 @@ class Node:
         for timeout in ("connect_timeout", "acse_timeout", "dimse_timeout"):
             object.__setattr__(self, timeout, validate_timeout(getattr(self, timeout), timeout.replace("_", " ")))
         object.__setattr__(self, "max_pdu", validate_max_pdu(self.max_pdu))
+        if self.identity not in IDENTITY_TYPES:
+            raise InvalidInput("user identity", f"must be one of {', '.join(IDENTITY_TYPES)}", value=self.identity)
+        if self.identity in ("username", "password") and not self.identity_user.strip():
+            raise InvalidInput("user name", f"is needed for user identity {self.identity!r}")
+        if self.tls_key_file and not self.tls_cert_file:
+            raise InvalidInput("TLS key file", "goes with a TLS certificate file: give both or neither")
+
+    @property
+    def identity_has_secret(self) -> bool:
+        """True when the identity sends a password or token (kept in the keyring)."""
+        return self.identity not in ("none", "username")
 
     @property
     def address(self) -> str:

@@ -59,7 +59,7 @@ def test_diagnose_closed_port_fails_at_connect(capsys: pytest.CaptureFixture[str
     code, out, _ = run(capsys, "diagnose", "--host", "127.0.0.1", "--port", str(port), "--aet", "X", "--json")
     report = json.loads(out)
     assert code == 3 and report["failed_stage"] == "connect"
-    assert [s["ok"] for s in report["stages"]] == [True, False, None, None, None, None]
+    assert [s["ok"] for s in report["stages"]] == [True, False, None, None, None, None, None]
     assert "nothing listens on that port" in report["stages"][1]["hint"]
 
 

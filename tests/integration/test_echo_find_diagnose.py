@@ -94,7 +94,9 @@ def test_result_cap_stops_the_query(any_peer: Any) -> None:
 def test_diagnose_passes_every_stage(any_peer: Any) -> None:
     report = diagnose(node_of(any_peer))
     assert [(s.name, s.ok) for s in report.stages] == [
-        ("resolve", True), ("connect", True), ("associate", True), ("echo", True), ("find", True), ("get", True)]
+        ("resolve", True), ("connect", True), ("tls", None), ("associate", True), ("echo", True), ("find", True),
+        ("get", True)]
+    assert report.ok
     get_cx = [c for c in report.contexts if c.name.endswith("GET")]
     assert get_cx and get_cx[0].accepted
     assert any(c.scp_role for c in report.contexts)
@@ -109,6 +111,7 @@ def test_diagnose_json_for_orthanc_refusing_get(orthanc_factory: Any, capsys: py
     assert report["failed_stage"] == "get"
     stages = {s["stage"]: s for s in report["stages"]}
     assert all(stages[n]["ok"] for n in ("resolve", "connect", "associate", "echo", "find"))
+    assert stages["tls"]["ok"] is None
     assert "did not answer a C-GET" in stages["get"]["detail"]
     assert "C-MOVE" in stages["get"]["hint"]
 
