@@ -16,11 +16,15 @@ from pacspull.core.errors import InvalidInput
 from pacspull.core.nodes import Node, NodeBook, config_dir
 from pacspull.core.settings import AppSettings, load_settings, save_settings, settings_path
 from pacspull.gui.demo import DemoServer, first_run_setup, is_demo_node
+from pacspull.gui.retrieve import MAX_PARALLEL
 from pacspull.gui.workers import DemoStartWorker, WorkerRunner
 
 LOG = logging.getLogger(__name__)
 
 WINDOW_STATE_FILE = "window.ini"
+# How many transfers run at once. A GUI preference kept in window.ini until AppSettings has a field
+# for it (core/settings.py is shared with the CLI, which runs one retrieve per call anyway).
+PARALLEL_KEY = "retrieve/parallel"
 
 
 class AppContext(QObject):
@@ -172,6 +176,21 @@ class AppContext(QObject):
         save_settings(settings)
         self.settings = settings
         self.settingsChanged.emit()
+
+    @property
+    def parallel_retrieves(self) -> int:
+        """Transfers that may run at once (1: one after another, the default)."""
+        value = self.window_state().value(PARALLEL_KEY, 1)
+        try:
+            return max(1, min(int(value), MAX_PARALLEL))  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return 1
+
+    @parallel_retrieves.setter
+    def parallel_retrieves(self, count: int) -> None:
+        state = self.window_state()
+        state.setValue(PARALLEL_KEY, max(1, min(count, MAX_PARALLEL)))
+        state.sync()
 
     def window_state(self) -> QSettings:
         """Window geometry and splitter positions, in an INI file beside nodes.json."""

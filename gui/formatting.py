@@ -87,3 +87,40 @@ def seconds(value: float) -> str:
     if value < 1:
         return f"{value * 1000:.0f} ms"
     return f"{value:.1f} s"
+
+
+def clock(value: float | None) -> str:
+    """Elapsed or remaining time as a clock: ``0:07``, ``12:30``, ``1:02:03``; empty when unknown."""
+    if value is None or value < 0:
+        return ""
+    total = int(value + 0.5)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def duration(value: float) -> str:
+    """How long something took: ``0.4 s``, ``12.3 s``, then as a clock from a minute on (``1:05``)."""
+    return f"{value:.1f} s" if value < 60 else clock(value)
+
+
+def rate(bytes_per_second: float) -> str:
+    """Throughput in decimal megabytes: ``0.42 MB/s``, ``3.1 MB/s``, ``118 MB/s``."""
+    mb = bytes_per_second / 1_000_000
+    if mb < 1:
+        return f"{mb:.2f} MB/s"
+    return f"{mb:.1f} MB/s" if mb < 100 else f"{mb:.0f} MB/s"
+
+
+def size(value: int) -> str:
+    """A byte count for humans: ``812 kB``, ``4.2 MB``, ``1.3 GB`` (decimal units, as file managers show)."""
+    if value < 1_000_000:
+        return f"{value / 1000:.0f} kB"
+    if value < 1_000_000_000:
+        return f"{value / 1_000_000:.1f} MB"
+    return f"{value / 1_000_000_000:.1f} GB"
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``1 image``, ``3 images`` (with thousands separators)."""
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"

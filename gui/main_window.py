@@ -1,6 +1,7 @@
 """The main window: composes the node bar, query form, results and progress area, and wires them.
 
-No DICOM here: the search controller runs queries, the widgets show them.
+No DICOM here: the search controller runs queries, the retrieve queue runs transfers, the widgets show
+them. The bottom area holds two tabs: Transfers (the progress panel) and Log.
 """
 
 from __future__ import annotations
@@ -11,25 +12,34 @@ import pydicom
 import pynetdicom
 from PySide6 import __version__ as pyside_version
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal, qVersion
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QFrame,
     QLabel,
     QMainWindow,
     QMessageBox,
     QSplitter,
+    QStyle,
+    QSystemTrayIcon,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from pacspull.core import __version__
-from pacspull.core.query import QueryRequest
+from pacspull.core.query import QueryRequest, SeriesRow, StudyRow
+from pacspull.gui import formatting as fmt
 from pacspull.gui.context import AppContext
 from pacspull.gui.demo import is_demo_node
 from pacspull.gui.formatting import seconds
 from pacspull.gui.models.study_model import StudyModel
+from pacspull.gui.models.transfer_model import TransferModel
+from pacspull.gui.retrieve import RetrieveQueue, group_selection
 from pacspull.gui.search import SearchController
+from pacspull.gui.widgets.log_view import LogView, install_handler, remove_handler
 from pacspull.gui.widgets.node_bar import NodeBar
+from pacspull.gui.widgets.progress_panel import ProgressPanel
 from pacspull.gui.widgets.query_form import QueryForm
 from pacspull.gui.widgets.results_view import ResultsView
 from pacspull.gui.widgets.settings_dialog import SettingsDialog
@@ -38,6 +48,9 @@ from pacspull.gui.workers import FindDone
 # Quick searches never flash "Cancel" or "Searching…": the busy state shows after this delay.
 BUSY_DELAY_MS = 250
 SHUTDOWN_WAIT_MS = 5000
+NOTIFY_MS = 8000  # how long a tray notification stays up
+# When a retrieve starts and the transfer panel is shorter than this, it grows to show a few rows.
+MIN_PANEL_HEIGHT = 320
 
 
 class MainWindow(QMainWindow):
@@ -55,13 +68,22 @@ class MainWindow(QMainWindow):
         self.form = QueryForm(self)
         self.form.limit = context.settings.max_results
         self.results = ResultsView(self.model, self)
+        self.transfers = TransferModel(self)
+        self.retrieve = RetrieveQueue(self.transfers, context.runner, self)
+        self.retrieve.set_parallel(context.parallel_retrieves)
+        self.progress_panel = ProgressPanel(self.retrieve, self)
+        self.progress_panel.destination = context.settings.destination
+        self.log_handler = install_handler()
+        self.log_view = LogView(self.log_handler, self)
+        self._tray: QSystemTrayIcon | None = None
+        self._quit_confirmed = False
         self.progress_area = self._make_progress_area()
         self.splitter = QSplitter(Qt.Orientation.Vertical, self)
         self.splitter.setObjectName("mainSplitter")
         self.splitter.addWidget(self.results)
         self.splitter.addWidget(self.progress_area)
-        self.splitter.setStretchFactor(0, 4)
-        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
         self.splitter.setChildrenCollapsible(False)
         self.demo_label = QLabel(self)
         self.demo_label.setObjectName("demoStatus")
@@ -81,13 +103,15 @@ class MainWindow(QMainWindow):
     def _make_progress_area(self) -> QFrame:
         area = QFrame(self)
         area.setObjectName("progressArea")
-        area.setFrameShape(QFrame.Shape.StyledPanel)
+        area.setFrameShape(QFrame.Shape.NoFrame)
         layout = QVBoxLayout(area)
-        self.progress_placeholder = QLabel(
-            "Retrievals will appear here. Select studies or series above and choose Retrieve (Ctrl+R).", area)
-        self.progress_placeholder.setObjectName("hint")
-        self.progress_placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        layout.addWidget(self.progress_placeholder)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.bottom_tabs = QTabWidget(area)
+        self.bottom_tabs.setObjectName("bottomTabs")
+        self.bottom_tabs.setDocumentMode(True)
+        self.bottom_tabs.addTab(self.progress_panel, "Transfers")
+        self.bottom_tabs.addTab(self.log_view, "Log")
+        layout.addWidget(self.bottom_tabs)
         return area
 
     def _lay_out(self) -> None:
@@ -125,6 +149,14 @@ class MainWindow(QMainWindow):
         results_menu = bar.addMenu("&Results")
         for action in (self.results.retrieve_action, self.results.copy_uid_action, self.results.copy_row_action):
             results_menu.addAction(action)
+        transfers_menu = bar.addMenu("&Transfers")
+        panel = self.progress_panel
+        for action in (panel.cancel_action, panel.retry_action, panel.open_action, None,
+                       panel.cancel_all_action, panel.clear_action):
+            transfers_menu.addSeparator() if action is None else transfers_menu.addAction(action)
+        transfers_menu.addSeparator()
+        transfers_menu.addAction(self._action("Show &log", "Ctrl+Shift+L",
+                                              lambda: self.bottom_tabs.setCurrentWidget(self.log_view)))
         nodes_menu = bar.addMenu("&Nodes")
         nb = self.node_bar
         for action in (nb.test_action, None, nb.add_action, nb.edit_action, nb.duplicate_action, nb.remove_action):
@@ -148,7 +180,11 @@ class MainWindow(QMainWindow):
         self.search.failed.connect(self._search_failed)
         self.search.seriesFailed.connect(self._series_failed)
         self.results.retrieveRequested.connect(self.retrieveRequested)
-        self.retrieveRequested.connect(self._retrieve_not_wired_yet)
+        self.retrieveRequested.connect(self.start_retrieve)
+        self.retrieve.queueFinished.connect(self.notify)
+        self.progress_panel.message.connect(self.statusBar().showMessage)
+        self.log_view.warningsChanged.connect(self._log_warnings)
+        self.progress_panel.activeChanged.connect(self._transfers_active)
         self.context.selectionChanged.connect(self._update_title)
         self.context.nodesChanged.connect(self._update_title)
         self.context.settingsChanged.connect(self._settings_changed)
@@ -209,23 +245,76 @@ class MainWindow(QMainWindow):
     def _series_failed(self, study_uid: str, message: str) -> None:
         self.statusBar().showMessage(f"Could not fetch the series: {message}")
 
-    def _retrieve_not_wired_yet(self, rows: list) -> None:
-        # Issue 6 connects retrieveRequested to the retrieve queue and removes this.
-        self.statusBar().showMessage(f"{len(rows)} item(s) selected for retrieve")
+    # -- retrieve -----------------------------------------------------------------------------------
+
+    def start_retrieve(self, rows: list[StudyRow | SeriesRow]) -> None:
+        """Queue the selected studies/series from the node the results came from, into the destination."""
+        node = self.search.node
+        if node is None or not rows:
+            self.statusBar().showMessage("Search first, then select the studies or series to retrieve")
+            return
+        studies = {s.study_uid: s for s in self.model.studies() if s.study_uid}
+        settings = self.context.settings
+        added = self.retrieve.add(group_selection(rows, studies), node, destination=settings.destination,
+                                  layout=settings.layout)
+        self.bottom_tabs.setCurrentWidget(self.progress_panel)
+        if not added:
+            self.statusBar().showMessage("Already in the transfer queue")
+            return
+        self._make_room_for_transfers()
+        self.statusBar().showMessage(f"Queued {fmt.plural(len(added), 'transfer')} from {node.name} "
+                                     f"into {settings.destination}")
+
+    def _make_room_for_transfers(self) -> None:
+        sizes = self.splitter.sizes()
+        if len(sizes) == 2 and sizes[1] < MIN_PANEL_HEIGHT and sum(sizes) > 2 * MIN_PANEL_HEIGHT:
+            self.splitter.setSizes([sum(sizes) - MIN_PANEL_HEIGHT, MIN_PANEL_HEIGHT])
+
+    def notify(self, text: str) -> None:
+        """A retrieve finished: say so in the status bar and, if the user is elsewhere, the system tray."""
+        self.statusBar().showMessage(text)
+        if self.isActiveWindow() or not QSystemTrayIcon.isSystemTrayAvailable():
+            return
+        if self._tray is None:
+            icon = self.windowIcon()
+            if icon.isNull():
+                icon = QApplication.style().standardIcon(QStyle.StandardPixmap.SP_ArrowDown)
+            self._tray = QSystemTrayIcon(QIcon(icon), self)
+            self._tray.setToolTip("PacsPull")
+            self._tray.messageClicked.connect(self._raise)
+        self._tray.show()
+        self._tray.showMessage("PacsPull", text, QSystemTrayIcon.MessageIcon.Information, NOTIFY_MS)
+        QApplication.alert(self)
+
+    def _raise(self) -> None:
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    def _transfers_active(self, count: int) -> None:
+        index = self.bottom_tabs.indexOf(self.progress_panel)
+        self.bottom_tabs.setTabText(index, f"Transfers ({count} active)" if count else "Transfers")
+
+    def _log_warnings(self, count: int) -> None:
+        index = self.bottom_tabs.indexOf(self.log_view)
+        self.bottom_tabs.setTabText(index, f"Log ({count:,} warnings)" if count else "Log")
 
     # -- other actions ----------------------------------------------------------------------------
 
     def open_settings(self) -> None:
         """Show the settings dialog; save on OK."""
-        dialog = SettingsDialog(self.context.settings, self)
+        dialog = SettingsDialog(self.context.settings, self, parallel=self.context.parallel_retrieves)
         if dialog.exec() == SettingsDialog.DialogCode.Accepted:
             try:
+                self.context.parallel_retrieves = dialog.parallel()
                 self.context.save_settings(dialog.settings())
             except OSError as exc:
                 QMessageBox.warning(self, "Settings not saved", f"Could not write the settings: {exc}")
 
     def _settings_changed(self) -> None:
         self.form.limit = self.context.settings.max_results
+        self.progress_panel.destination = self.context.settings.destination
+        self.retrieve.set_parallel(self.context.parallel_retrieves)
 
     def about(self) -> None:
         """Versions of everything that matters for a bug report."""
@@ -259,10 +348,35 @@ class MainWindow(QMainWindow):
         state.setValue("window/splitter", self.splitter.saveState())
         state.sync()
 
+    def quit_now(self) -> None:
+        """Close without asking (Ctrl+C, SIGTERM): running transfers are cancelled, their files kept."""
+        self._quit_confirmed = True
+        self.close()
+
+    def _confirm_quit(self) -> bool:
+        """Ask before cancelling running transfers; True to quit."""
+        rows = [r for r in self.transfers.rows() if r.state.active]
+        stored = sum(r.completed + r.warning for r in rows)
+        answer = QMessageBox.question(
+            self, "Quit PacsPull?",
+            f"{fmt.plural(len(rows), 'transfer')} still running or queued ({fmt.plural(stored, 'image')} "
+            "received so far).\n\nQuit and cancel them? The images already received are kept; "
+            "Retry later fetches only what is missing.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
     def closeEvent(self, event: QCloseEvent) -> None:
-        """Save the layout, stop the search and wait (bounded) for background jobs to end."""
+        """Confirm if transfers run; then save the layout, cancel everything and wait (bounded) for the jobs."""
+        if self.retrieve.active and not self._quit_confirmed and not self._confirm_quit():
+            event.ignore()
+            return
+        self._quit_confirmed = True  # app.exec() may deliver a second close: ask once
         self.save_state()
         self.hide()  # closes at once for the user, even while a job waits out a silent PACS below
         self.search.cancel()
+        self.retrieve.shutdown()  # C-CANCEL to every running transfer
         self.context.runner.shutdown(SHUTDOWN_WAIT_MS)
+        remove_handler(self.log_handler)
+        if self._tray is not None:
+            self._tray.hide()
         super().closeEvent(event)

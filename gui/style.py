@@ -33,6 +33,10 @@ QLabel#diagnoseSummary { padding: 4px 0; font-weight: bold; }
 QLabel#diagnoseSummary[state="ok"] { color: #1e7e34; }
 QLabel#layoutExample { color: #3c4043; font-family: monospace; }
 QFrame#progressArea { background: palette(base); }
+QLabel#transferHeadline { font-weight: bold; font-size: 11pt; }
+QLabel#transferTitle { font-size: 10.5pt; }
+QLabel#transferStatus[state="failed"] { color: #b3261e; }
+QLabel#transferStatus[state="ok"] { color: #1e7e34; }
 """
 
 ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "pacspull.svg"

@@ -10,6 +10,11 @@ Thread contract, for every worker here:
   its next step (for C-FIND: C-CANCEL after the next response).
 * ``done`` is always the last signal; the runner stops the thread on it.
 
+Volume: a retrieve can store thousands of instances a second. ``RetrieveWorker`` emits one signal per
+sub-operation for receivers that need each event, but nothing that repaints should connect to them:
+the window reads ``latest_progress()`` from a ~10 Hz timer instead (Anki's pulled progress), so the
+event loop sees a bounded amount of work whatever the instance rate.
+
 Receivers must be slots of QObjects living on the GUI thread (not lambdas): PySide runs a plain callable
 connected to a cross-thread signal on the emitting thread.
 """
@@ -17,24 +22,48 @@ connected to a cross-thread signal on the emitting thread.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from pacspull.core.diagnose import StageResult, diagnose
 from pacspull.core.errors import PacsPullError
+from pacspull.core.get import (
+    RequestOutcome,
+    RetrievalListener,
+    RetrievalProgress,
+    RetrievalSummary,
+    Retrieval,
+    RetrieveOptions,
+    RetrieveRequest,
+    SubOperationIssue,
+)
 from pacspull.core.nodes import Node
 from pacspull.core.progress import CancelToken
 from pacspull.core.query import Level, QueryRequest, find
+from pacspull.core.storage import StoredInstance, StudyWriter
 from pacspull.gui.demo import DemoServer
 
 LOG = logging.getLogger(__name__)
+# The presentation contexts of each retrieve, one line each: a logger of their own, so the log view can
+# show them with pynetdicom's association log and hide them in its normal verbosity.
+CONTEXT_LOG = logging.getLogger("pacspull.contexts")
 
 # Rows reach the GUI in batches at most this often: a PACS answering 5,000 rows a second costs the
 # event loop 20 signals a second, not 5,000 (Picard's time-budget batching).
 BATCH_SECONDS = 0.05
+# The ``progress`` signal of a retrieve is emitted at most this often (plus once when a request ends).
+PROGRESS_SIGNAL_SECONDS = 0.1
+# Failed sub-operations logged one by one per request; the rest are counted in one line.
+LOGGED_ISSUES = 20
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -171,6 +200,148 @@ class DemoStartWorker(Worker):
         self.started.emit(self.generation, self.server.ensure_for(self.node))
 
 
+class Latest(Generic[T]):
+    """The newest value one thread posts and another reads; an older value is simply replaced."""
+
+    def __init__(self, value: T) -> None:
+        self._lock = threading.Lock()
+        self._value = value
+
+    def set(self, value: T) -> None:
+        """Replace the value (any thread)."""
+        with self._lock:
+            self._value = value
+
+    def get(self) -> T:
+        """The newest value (any thread)."""
+        with self._lock:
+            return self._value
+
+
+class RetrieveWorker(Worker):
+    """A C-GET of ``requests`` from ``node`` into ``destination`` (core's ``Retrieval``, on this thread).
+
+    Signals, all carrying the generation first:
+
+    * ``instanceStored(StoredInstance)`` once per instance written (also for a warning sub-operation,
+      which is stored too), ``subOperationFailed(SubOperationIssue)`` once per failed sub-operation,
+      ``subOperationWarning(SubOperationIssue)`` once per warning one; so
+      ``instanceStored == completed + warning`` and ``subOperationFailed == failed``.
+    * ``folderChanged(str)``: the deepest folder holding every file stored so far (a few times per request).
+    * ``progress(RetrievalProgress)``: at most every ``PROGRESS_SIGNAL_SECONDS`` and when a request ends;
+      ``latest_progress()`` always has the newest snapshot, for a timer to read.
+    * ``requestFinished(RequestOutcome)`` per request; ``finished(RetrievalSummary)`` when the retrieval
+      ran, whatever its outcome (the summary tells failures, errors and cancels apart);
+      ``failed(message, hint)`` only when it could not run at all (unusable destination) or on a bug.
+
+    ``cancel()`` (any thread) makes core send C-CANCEL; instances already stored are kept.
+    """
+
+    instanceStored = Signal(int, object)  # generation, StoredInstance
+    subOperationFailed = Signal(int, object)  # generation, SubOperationIssue
+    subOperationWarning = Signal(int, object)  # generation, SubOperationIssue
+    folderChanged = Signal(int, str)  # generation, folder
+    progress = Signal(int, object)  # generation, RetrievalProgress
+    requestFinished = Signal(int, object)  # generation, RequestOutcome
+    finished = Signal(int, object)  # generation, RetrievalSummary
+
+    def __init__(self, generation: int, node: Node, requests: Sequence[RetrieveRequest], *,
+                 destination: Path, layout: str, options: RetrieveOptions = RetrieveOptions()) -> None:
+        super().__init__(generation)
+        self.node = node
+        self.requests = tuple(requests)
+        self.destination = destination
+        self.layout = layout
+        self.options = options
+        self._latest: Latest[RetrievalProgress | None] = Latest(None)
+
+    def latest_progress(self) -> RetrievalProgress | None:
+        """The newest progress snapshot (None before the first one); safe from any thread."""
+        return self._latest.get()
+
+    def work(self) -> None:
+        """Open the destination, run the retrieval, report it; runs on the worker thread."""
+        writer = StudyWriter(self.destination, layout=self.layout)  # InvalidInput: ``failed``
+        relay = _Relay(self)
+        retrieval = Retrieval(self.node, self.requests, writer, listener=relay, cancel=self.token,
+                              options=self.options)
+        LOG.info("Retrieve #%d from %s: %s into %s", self.generation, self.node.address,
+                 ", ".join(r.describe() for r in self.requests), writer.dest)
+        summary = retrieval.run()
+        self._log_summary(summary, retrieval.context_report)
+        self.finished.emit(self.generation, summary)
+
+    def _log_summary(self, summary: RetrievalSummary, contexts: Sequence[str]) -> None:
+        for line in contexts:
+            CONTEXT_LOG.info("Retrieve #%d context %s", self.generation, line)
+        for outcome in summary.outcomes:
+            status = "no final response" if outcome.status is None else str(outcome.status)
+            level = logging.INFO if outcome.ok else logging.WARNING
+            LOG.log(level, "Retrieve #%d %s: C-GET status %s; %d stored, %d failed, %d warning, "
+                    "%d already on disk, %.1f s%s", self.generation, outcome.request.describe(), status,
+                    outcome.completed, outcome.failed, outcome.warning, outcome.skipped, outcome.seconds,
+                    " (cancelled)" if outcome.cancelled else "")
+            for issue in outcome.failures[:LOGGED_ISSUES]:
+                LOG.warning("  failed %s: %s: %s", issue.sop_instance_uid, issue.status, issue.reason)
+            for issue in outcome.warnings[:LOGGED_ISSUES]:
+                LOG.info("  warning %s: %s: %s", issue.sop_instance_uid, issue.status, issue.reason)
+            hidden = max(0, len(outcome.failures) - LOGGED_ISSUES) + max(0, len(outcome.warnings) - LOGGED_ISSUES)
+            if hidden:
+                LOG.warning("  … and %d more (listed in the transfer's details)", hidden)
+            for note in outcome.notes:
+                LOG.info("  note: %s", note)
+            if outcome.error:
+                LOG.warning("  %s", outcome.error)
+        if summary.error is not None:
+            LOG.error("Retrieve #%d failed: %s", self.generation, summary.error)
+
+
+class _Relay(RetrievalListener):
+    """Core's retrieve callbacks → the worker's signals. Runs on the retrieving thread: quick, no UI."""
+
+    def __init__(self, worker: RetrieveWorker) -> None:
+        self.worker = worker
+        self.generation = worker.generation
+        self._signalled_at = 0.0
+        self._folder: str | None = None
+        self._last_parent: str | None = None
+
+    def instance_stored(self, outcome: RequestOutcome, stored: StoredInstance) -> None:
+        """Signal it; follow the folder the files go to."""
+        self.worker.instanceStored.emit(self.generation, stored)
+        parent = str(stored.path.parent)
+        if parent == self._last_parent:
+            return  # the common case: the next file of the same series
+        self._last_parent = parent
+        folder = parent if self._folder is None else os.path.commonpath([self._folder, parent])
+        if folder != self._folder:
+            self._folder = folder
+            self.worker.folderChanged.emit(self.generation, folder)
+
+    def sub_operation_failed(self, outcome: RequestOutcome, issue: SubOperationIssue) -> None:
+        """Signal it."""
+        self.worker.subOperationFailed.emit(self.generation, issue)
+
+    def sub_operation_warning(self, outcome: RequestOutcome, issue: SubOperationIssue) -> None:
+        """Signal it."""
+        self.worker.subOperationWarning.emit(self.generation, issue)
+
+    def progress(self, snapshot: RetrievalProgress) -> None:
+        """Keep the newest snapshot; signal it at most every ``PROGRESS_SIGNAL_SECONDS``."""
+        self.worker._latest.set(snapshot)
+        now = time.monotonic()
+        if now - self._signalled_at >= PROGRESS_SIGNAL_SECONDS:
+            self._signalled_at = now
+            self.worker.progress.emit(self.generation, snapshot)
+
+    def request_finished(self, outcome: RequestOutcome) -> None:
+        """The final snapshot of the request, then the outcome."""
+        snapshot = self.worker._latest.get()
+        if snapshot is not None:
+            self.worker.progress.emit(self.generation, snapshot)
+        self.worker.requestFinished.emit(self.generation, outcome)
+
+
 class WorkerRunner(QObject):
     """Starts each worker on a new QThread, keeps both alive until the thread ends, stops them all on exit.
 
@@ -193,7 +364,9 @@ class WorkerRunner(QObject):
         thread.setObjectName(type(worker).__name__)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
-        worker.done.connect(thread.quit)
+        # Direct: quit() is thread-safe and must not wait for the GUI thread, which may itself be
+        # blocked in shutdown()'s wait() for this very thread (a queued quit would never arrive).
+        worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
         thread.finished.connect(self._reap)
         self._jobs[thread] = worker
         thread.start()

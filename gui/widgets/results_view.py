@@ -1,13 +1,14 @@
 """The results: a sortable, filterable tree of studies ▸ series with multi-select and a context menu.
 
-``retrieveRequested`` carries the selected ``StudyRow``/``SeriesRow`` objects; the retrieve part of the
-window (issue 6) connects to it. A series whose study is also selected is left out (the study covers it).
+``retrieveRequested`` carries the selected ``StudyRow``/``SeriesRow`` objects (Retrieve button, Enter in
+the tree, Ctrl+R, context menu); the window queues them. A series whose study is also selected is left
+out (the study covers it).
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QPoint, Qt, Signal
-from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, Signal
+from PySide6.QtGui import QAction, QGuiApplication, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -15,6 +16,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMenu,
+    QPushButton,
     QStackedWidget,
     QTreeView,
     QVBoxLayout,
@@ -55,6 +57,11 @@ class ResultsView(QWidget):
         self.note.setWordWrap(True)
         self.note.hide()
         self.tree = self._make_tree()
+        self.tree.installEventFilter(self)
+        self.retrieve_button = QPushButton("Retrieve", self)
+        self.retrieve_button.setObjectName("retrieveButton")
+        self.retrieve_button.setToolTip("Download the selected studies or series (Enter in the list, Ctrl+R)")
+        self.retrieve_button.clicked.connect(self.request_retrieve)
         self.empty = QLabel(EMPTY_TEXT, self)
         self.empty.setObjectName("emptyState")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -119,6 +126,7 @@ class ResultsView(QWidget):
         bar = QHBoxLayout()
         bar.addWidget(self.filter, 1)
         bar.addWidget(self.count)
+        bar.addWidget(self.retrieve_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(bar)
@@ -188,6 +196,16 @@ class ResultsView(QWidget):
         has = self.tree.selectionModel().hasSelection()
         for action in (self.retrieve_action, self.copy_uid_action, self.copy_row_action):
             action.setEnabled(has)
+        self.retrieve_button.setEnabled(has)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Enter in the tree retrieves the selection (double-click still expands a study)."""
+        if watched is self.tree and event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent) \
+                and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) \
+                and event.modifiers() in (Qt.KeyboardModifier.NoModifier, Qt.KeyboardModifier.KeypadModifier):
+            self.request_retrieve()
+            return True
+        return super().eventFilter(watched, event)
 
     def request_retrieve(self) -> None:
         """Emit ``retrieveRequested`` with the selection (nothing when nothing is selected)."""

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -21,6 +22,7 @@ from pacspull.core.errors import InvalidInput
 from pacspull.core.nodes import validate_ae_title, validate_timeout
 from pacspull.core.settings import AppSettings, validate_destination, validate_max_results
 from pacspull.core.storage import DEFAULT_LAYOUT, example_path, validate_layout
+from pacspull.gui.retrieve import MAX_PARALLEL
 
 LAYOUT_HELP = ("DICOM keywords in braces, folders separated by /. The file name must contain "
                "{SOPInstanceUID}. Example keywords: {PatientName} {PatientID} {StudyDate} {Modality} "
@@ -46,7 +48,7 @@ _CHECKS: dict[str, tuple[str, Callable[[str], object], str]] = {
 class SettingsDialog(QDialog):
     """Edits an ``AppSettings``; after ``accept()`` read ``settings()``."""
 
-    def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None, *, parallel: int = 1) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.edits: dict[str, QLineEdit] = {}
@@ -89,14 +91,22 @@ class SettingsDialog(QDialog):
             form.addRow(caption, cell)
             self.edits[key] = edit
             self.errors[key] = error
+        self.parallel_spin = QSpinBox(self)
+        self.parallel_spin.setObjectName("setting_parallel")
+        self.parallel_spin.setRange(1, MAX_PARALLEL)
+        self.parallel_spin.setValue(parallel)
+        self.parallel_spin.setToolTip("1: transfers run one after another. More: a few run at once, "
+                                      "each on its own association (only if the PACS allows that many).")
+        caption = QLabel("&Transfers at once", self)
+        caption.setBuddy(self.parallel_spin)
+        form.addRow(caption, self.parallel_spin)
         self.buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
             | QDialogButtonBox.StandardButton.RestoreDefaults, self)
         self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
-        self.buttons.button(QDialogButtonBox.StandardButton.RestoreDefaults).clicked.connect(
-            lambda: self._fill(AppSettings()))
+        self.buttons.button(QDialogButtonBox.StandardButton.RestoreDefaults).clicked.connect(self._restore_defaults)
         help_label = QLabel("Calling AE title and timeouts are the starting values for nodes you add.", self)
         help_label.setObjectName("hint")
         outer = QVBoxLayout(self)
@@ -106,6 +116,10 @@ class SettingsDialog(QDialog):
         outer.addWidget(self.buttons)
         self.resize(760, 420)
         self._fill(settings)
+
+    def _restore_defaults(self) -> None:
+        self._fill(AppSettings())
+        self.parallel_spin.setValue(1)
 
     def _fill(self, settings: AppSettings) -> None:
         for key, value in settings.to_json().items():
@@ -148,6 +162,10 @@ class SettingsDialog(QDialog):
     def settings(self) -> AppSettings:
         """The settings the fields describe (call only when valid)."""
         return AppSettings.from_json({key: edit.text().strip() for key, edit in self.edits.items()})
+
+    def parallel(self) -> int:
+        """How many transfers may run at once."""
+        return self.parallel_spin.value()
 
     def accept(self) -> None:
         """Close only with valid values."""

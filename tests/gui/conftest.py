@@ -17,6 +17,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from gui_helpers import node_for, write_book  # noqa: E402
 from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from pacspull.core.demo_pacs import DemoPacs  # noqa: E402
 from pacspull.core.nodes import Node  # noqa: E402
@@ -41,6 +42,26 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         QSettings.setPath(QSettings.Format.IniFormat, scope, str(tmp_path / "qsettings"))
         QSettings.setPath(QSettings.Format.NativeFormat, scope, str(tmp_path / "qsettings"))
     return tmp_path
+
+
+class Questions:
+    """QMessageBox.question stand-in: records each question and gives ``answer`` (a modal box would hang)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.answer = QMessageBox.StandardButton.Yes
+
+    def __call__(self, parent: object, title: str, text: str, *args: object) -> QMessageBox.StandardButton:
+        self.asked.append(f"{title}\n{text}")
+        return self.answer
+
+
+@pytest.fixture(autouse=True)
+def questions(monkeypatch: pytest.MonkeyPatch) -> Questions:
+    """Every QMessageBox.question in a test is answered (Yes unless the test says otherwise) and recorded."""
+    stand_in = Questions()
+    monkeypatch.setattr(QMessageBox, "question", stand_in)
+    return stand_in
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,17 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+from PySide6.QtCore import QObject, Slot
 
 from pacspull.core.nodes import Node, NodeBook
+from pacspull.core.storage import MANIFEST_NAME
 
 PEER_AE = "PACSPULL_DEMO"
 
@@ -69,3 +74,50 @@ class SlowFindScp:
 
     def stop(self) -> None:
         self._ae.shutdown()
+
+
+class SubOperationCounter(QObject):
+    """Counts a RetrieveWorker's per-sub-operation signals (slots on the GUI thread, as the contract asks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stored: list[str] = []  # SOP Instance UIDs, in arrival order
+        self.failed: list[str] = []
+        self.warnings: list[str] = []
+
+    def watch(self, worker: Any) -> None:
+        """Connect to one worker (hook this to ``RetrieveQueue.workerStarted``)."""
+        worker.instanceStored.connect(self.on_stored)
+        worker.subOperationFailed.connect(self.on_failed)
+        worker.subOperationWarning.connect(self.on_warning)
+
+    @Slot(object)
+    def attach(self, worker: Any) -> None:
+        """Slot form of ``watch``."""
+        self.watch(worker)
+
+    @Slot(int, object)
+    def on_stored(self, generation: int, stored: Any) -> None:
+        self.stored.append(stored.sop_instance_uid)
+
+    @Slot(int, object)
+    def on_failed(self, generation: int, issue: Any) -> None:
+        self.failed.append(issue.sop_instance_uid)
+
+    @Slot(int, object)
+    def on_warning(self, generation: int, issue: Any) -> None:
+        self.warnings.append(issue.sop_instance_uid)
+
+
+def files_on_disk(folder: Path) -> dict[str, Path]:
+    """Every DICOM file below ``folder`` by its SOP Instance UID (read from the file itself)."""
+    found: dict[str, Path] = {}
+    for path in folder.rglob("*.dcm"):
+        ds = dcmread(path, stop_before_pixels=True)
+        found[str(ds.SOPInstanceUID)] = path
+    return found
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Files that are neither DICOM files nor the manifest: half-written temp files would show here."""
+    return [p for p in folder.rglob("*") if p.is_file() and p.suffix != ".dcm" and p.name != MANIFEST_NAME]
