@@ -22,7 +22,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from pacspull.core import __version__
 from pacspull.core.query import QueryRequest
-from pacspull.gui import style
+from pacspull.gui import logging_setup, style
 from pacspull.gui.context import AppContext
 from pacspull.gui.demo import demo_node, is_demo_node
 from pacspull.gui.main_window import MainWindow
@@ -98,7 +98,7 @@ def _headless_if_needed() -> None:
 def _close_on_signals(window: MainWindow) -> None:
     """Ctrl+C or SIGTERM closes the window the normal way, so the demo PACS and workers stop cleanly."""
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: window.close())
+        signal.signal(sig, lambda *_: window.quit_now())
     # Python runs signal handlers only when it gets control back; a short idle timer gives it that.
     wake = QTimer(window)
     wake.timeout.connect(_noop)
@@ -112,7 +112,7 @@ def _noop() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the window; returns the exit code."""
     args = _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging_setup.configure(logging.INFO)  # a log file too: a windowed build has no stderr
     # pynetdicom narrates every PDU at INFO; the log view (issue 6) can turn it up on request.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     if args.self_test:

@@ -7,7 +7,9 @@ binary fails the test instead, so a broken image cannot pass by skipping everyth
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,9 @@ import pytest
 _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
+
+# The window logs to the platform log folder; tests (and the programs they start) log to a temp one.
+os.environ.setdefault("PACSPULL_LOG_DIR", tempfile.mkdtemp(prefix="pacspull-test-logs-"))
 
 # need_binary/peers_required live in peers.py (pytest imported lazily there) so that other conftest
 # files and test modules can import them without `from conftest import ...`, which is fragile when
