@@ -277,6 +277,13 @@ def test_disk_full_answers_out_of_resources_and_stops(make_slow_demo: Any, tmp_p
     assert "no space left on device" in (outcome.error or "")
     assert outcome.completed + outcome.failed < CT_STUDY.number_of_instances  # stopped, did not grind on
     assert summary.exit_code == 1
+    assert not [p for p in tmp_path.rglob("*partial*")]
+    # Space freed: the next run completes the study, fetching only what is missing, duplicating nothing.
+    monkeypatch.setattr(storage.StudyWriter, "store", real)
+    again = Retrieval(node_of(pacs), [RetrieveRequest(CT_STUDY.study_instance_uid)], StudyWriter(tmp_path)).run()
+    assert again.ok and again.outcomes[0].skipped == 4
+    assert again.outcomes[0].completed == CT_STUDY.number_of_instances - 4
+    assert len(dicom_files(tmp_path)) == CT_STUDY.number_of_instances
 
 
 def test_dcmtk_getscu_cross_checks_the_demo_pacs(demo: DemoPacs, tmp_path: Path) -> None:
