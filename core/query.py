@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
@@ -25,6 +26,7 @@ from pacspull.core.nodes import Node
 from pacspull.core.progress import CancelToken
 from pacspull.core.status import Category, describe
 
+LOG = logging.getLogger(__name__)
 DEFAULT_LIMIT = 1000
 CANCEL_GRACE = 5.0  # seconds a PACS gets to end a query after C-CANCEL before we abort
 _DATE = re.compile(r"^\d{8}$")
@@ -177,14 +179,26 @@ _INTS = {
 
 
 def _decode(ds: Dataset, keyword: str) -> Any:
-    """One value as plain Python: text, int, list of text, or None when absent or empty."""
+    """One value as plain Python: text, int, list of text, or None when absent, empty or undecodable.
+
+    A PACS may send anything (bytes its character set cannot hold, an unknown character set, a number
+    that is not one): such a value becomes None rather than an error that loses the whole answer.
+    """
     if keyword not in ds:
         return None
-    value = ds[keyword].value
-    if value is None or value == "":
+    try:
+        value = ds[keyword].value
+        return _plain(keyword, value)
+    except (ValueError, TypeError, LookupError, UnicodeError, AttributeError, OverflowError) as exc:
+        LOG.debug("Undecodable %s in a C-FIND answer: %s", keyword, exc)
+        return None
+
+
+def _plain(keyword: str, value: Any) -> Any:
+    if value is None or value == "" or value == b"":
         return [] if keyword in _MULTI else None
     if keyword in _MULTI:
-        return [str(v) for v in value] if not isinstance(value, str) else [value]
+        return [str(v) for v in value] if not isinstance(value, (str, bytes)) else [str(value)]
     if keyword in _INTS:
         try:
             return int(value)
@@ -192,6 +206,8 @@ def _decode(ds: Dataset, keyword: str) -> Any:
             return None
     if isinstance(value, PersonName):
         return str(value)
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
     if not isinstance(value, (str, int, float)):
         return "\\".join(str(v) for v in value)
     return str(value) if not isinstance(value, str) else value
