@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, Association, _config, build_context, evt
+from pynetdicom import AE, Association, build_context, evt
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.presentation import PresentationContext
 
@@ -26,14 +26,13 @@ from pacspull.core._pynetdicom_compat import wake_response_wait
 from pacspull.core import credentials, tls
 from pacspull.core.errors import AssociationRejected, ConnectionFailed, InvalidInput
 from pacspull.core.nodes import IDENTITY_TYPES, Node
+from pacspull.core.privacy import enable_identifier_logging  # noqa: F401 - re-exported for callers
 from pacspull.core.progress import CancelToken
 
 LOG = logging.getLogger(__name__)
 
-# Privacy: pynetdicom logs every C-FIND/C-GET identifier (patient names, IDs) by default. Off, always;
-# debug logging that wants them opts in explicitly (see enable_identifier_logging).
-_config.LOG_REQUEST_IDENTIFIERS = False
-_config.LOG_RESPONSE_IDENTIFIERS = False
+# Privacy: pynetdicom logs every C-FIND/C-GET identifier (patient names, IDs) by default; core.privacy
+# turns that off on import, and debug logging that wants them opts in explicitly.
 
 UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
@@ -45,12 +44,6 @@ _CONTEXT_RESULT = {
     0x03: "rejected: the PACS does not support this SOP class (abstract syntax not supported)",
     0x04: "rejected: the PACS supports none of the proposed transfer syntaxes",
 }
-
-
-def enable_identifier_logging(enabled: bool) -> None:
-    """Let pynetdicom log query/retrieve identifiers (patient data!) at debug level: opt-in only."""
-    _config.LOG_REQUEST_IDENTIFIERS = enabled
-    _config.LOG_RESPONSE_IDENTIFIERS = enabled
 
 
 def uid_name(uid: str) -> str:

@@ -510,6 +510,10 @@ def _configure_logging(verbosity: int, log_identifiers: bool) -> None:
     logging.getLogger("pacspull").setLevel(level)
     # pynetdicom is chatty at INFO; only -vv shows it. Without -v even its errors are ours to report.
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbosity >= 2 else logging.CRITICAL)
+    # pynetdicom's debug dump of an association request prints a password in clear: masked, always.
+    from pacspull.core.credentials import install_log_masking
+
+    install_log_masking()
     if log_identifiers:
         from pacspull.core.association import enable_identifier_logging
 

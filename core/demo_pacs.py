@@ -39,9 +39,8 @@ is safe and takes effect at the next request (and, for ``reject_association``/``
 the next association). One session-scoped server can therefore serve many tests; starting a new one is
 also cheap (about 0.1-0.3 s for the 111 sample files, mostly reading their headers).
 
-Logging: ``start()`` turns off pynetdicom's identifier dumps (``_config.LOG_REQUEST_IDENTIFIERS`` and
-``LOG_RESPONSE_IDENTIFIERS``), which would otherwise log patient data at INFO. These are process-wide
-switches in pynetdicom; no per-AE setting exists.
+Logging: pynetdicom's identifier dumps (patient data) are off unless the user opts in: ``core.privacy``
+owns that process-wide switch, for this server and the client alike.
 """
 
 from __future__ import annotations
@@ -76,7 +75,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import (
     PresentationContext,
@@ -91,7 +90,7 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from pacspull.core import samples
+from pacspull.core import privacy, samples  # noqa: F401 - privacy: identifier dumps off on import
 from pacspull.core._pynetdicom_compat import wake_response_wait
 from pacspull.core.contexts import COMPRESSED, UNCOMPRESSED
 from pacspull.core.nodes import data_dir
@@ -416,10 +415,6 @@ class DemoPacs:
             if files is None:
                 files = samples.write_sample_data(self._data_dir or default_data_dir())
             self._index = _Index.build(files)
-
-            # Process-wide in pynetdicom: keep patient data out of its INFO log (module docstring).
-            _config.LOG_REQUEST_IDENTIFIERS = False
-            _config.LOG_RESPONSE_IDENTIFIERS = False
 
             ae = AE(ae_title=self.ae_title)
             ae.acse_timeout = 30

@@ -26,6 +26,8 @@ from pacspull.core.storage import DEFAULT_LAYOUT, validate_layout
 
 SETTINGS_FILE = "settings.json"
 MAX_RESULTS_LIMIT = 100_000
+# Retrieves the window runs at once. A PACS serves few associations per client well; more rarely helps.
+MAX_PARALLEL_RETRIEVES = 4
 
 
 def default_destination() -> Path:
@@ -60,9 +62,23 @@ def validate_max_results(value: object, field_name: str = "maximum results") -> 
     return count
 
 
+def validate_parallel_retrieves(value: object, field_name: str = "parallel retrieves") -> int:
+    """Return how many retrieves may run at once (1..``MAX_PARALLEL_RETRIEVES``) or raise InvalidInput."""
+    rule = f"must be a whole number from 1 to {MAX_PARALLEL_RETRIEVES}"
+    if isinstance(value, bool):  # JSON true/false is not a count, though Python's int() would take it
+        raise InvalidInput(field_name, rule, value=value)
+    try:
+        count = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise InvalidInput(field_name, rule, value=value) from None
+    if not 1 <= count <= MAX_PARALLEL_RETRIEVES:
+        raise InvalidInput(field_name, rule, value=value)
+    return count
+
+
 @dataclass(frozen=True)
 class AppSettings:
-    """What the user set once: where studies go, how files are named, defaults for new nodes."""
+    """What the user set once: where studies go, how files are named, defaults for new nodes, transfers at once."""
 
     destination: Path = dataclasses.field(default_factory=default_destination)
     layout: str = DEFAULT_LAYOUT
@@ -71,6 +87,8 @@ class AppSettings:
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
     max_results: int = DEFAULT_LIMIT
+    # 1: transfers run one after another. The CLI runs one retrieve per call and ignores it.
+    parallel_retrieves: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "destination", validate_destination(self.destination))
@@ -81,6 +99,7 @@ class AppSettings:
         for name in ("connect_timeout", "acse_timeout", "dimse_timeout"):
             object.__setattr__(self, name, validate_timeout(getattr(self, name), name.replace("_", " ")))
         object.__setattr__(self, "max_results", validate_max_results(self.max_results))
+        object.__setattr__(self, "parallel_retrieves", validate_parallel_retrieves(self.parallel_retrieves))
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict."""

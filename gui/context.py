@@ -6,25 +6,24 @@ when nodes or settings change. Everything here runs on the GUI thread.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings, Signal, Slot
 
+from pacspull.core import credentials
 from pacspull.core.errors import InvalidInput
 from pacspull.core.nodes import Node, NodeBook, config_dir
 from pacspull.core.settings import AppSettings, load_settings, save_settings, settings_path
 from pacspull.gui.demo import DemoServer, first_run_setup, is_demo_node
-from pacspull.gui.retrieve import MAX_PARALLEL
+from pacspull.gui.security import install_log_masking
 from pacspull.gui.workers import DemoStartWorker, WorkerRunner
 
 LOG = logging.getLogger(__name__)
 
 WINDOW_STATE_FILE = "window.ini"
-# How many transfers run at once. A GUI preference kept in window.ini until AppSettings has a field
-# for it (core/settings.py is shared with the CLI, which runs one retrieve per call anyway).
-PARALLEL_KEY = "retrieve/parallel"
 
 
 class AppContext(QObject):
@@ -38,6 +37,7 @@ class AppContext(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        install_log_masking()  # before any association: pynetdicom's debug dump prints passwords
         self.runner = WorkerRunner(self)
         self.demo = DemoServer()
         self._demo_job: DemoStartWorker | None = None
@@ -104,9 +104,11 @@ class AppContext(QObject):
             self.selectionChanged.emit(node.name)
 
     def remove_node(self, name: str) -> None:
-        """Remove a node; the selection moves to the first remaining one."""
-        self.book.remove(name)
+        """Remove a node and its password or token; the selection moves to the first remaining one."""
+        node = self.book.remove(name)
         self._save_book()
+        if node.identity_has_secret:
+            credentials.delete_secret(node.name)
         self.nodesChanged.emit()
         self.ensure_demo()
         self.selectionChanged.emit(self.book.selected or "")
@@ -151,6 +153,8 @@ class AppContext(QObject):
 
     @Slot(int, object)
     def _demo_started(self, generation: int, served: Node) -> None:
+        if generation != self._demo_generation:
+            return  # queued before shutdown(): acting on it would start the demo PACS again
         self._demo_job = None
         current = self.selected_node()
         if current is not None and is_demo_node(current) and served.port != current.port:
@@ -165,6 +169,8 @@ class AppContext(QObject):
 
     @Slot(int, str, str)
     def _demo_failed(self, generation: int, message: str, hint: str) -> None:
+        if generation != self._demo_generation:
+            return
         self._demo_job = None
         self.demoChanged.emit(message)
         self.demoReady.emit()  # waiting searches run (and say the connection failed)
@@ -172,25 +178,27 @@ class AppContext(QObject):
     # -- settings -----------------------------------------------------------------------------------
 
     def save_settings(self, settings: AppSettings) -> None:
-        """Persist new settings and tell the widgets."""
+        """Persist new settings and tell the widgets.
+
+        ``parallel_retrieves`` is changed through the property of that name only: the settings dialog
+        builds its AppSettings without it (the window sets the count first), so the current one is kept.
+        """
+        self._store_settings(dataclasses.replace(settings, parallel_retrieves=self.settings.parallel_retrieves))
+
+    def _store_settings(self, settings: AppSettings) -> None:
         save_settings(settings)
         self.settings = settings
         self.settingsChanged.emit()
 
     @property
     def parallel_retrieves(self) -> int:
-        """Transfers that may run at once (1: one after another, the default)."""
-        value = self.window_state().value(PARALLEL_KEY, 1)
-        try:
-            return max(1, min(int(value), MAX_PARALLEL))  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            return 1
+        """Transfers that may run at once (``AppSettings.parallel_retrieves``; 1: one after another)."""
+        return self.settings.parallel_retrieves
 
     @parallel_retrieves.setter
     def parallel_retrieves(self, count: int) -> None:
-        state = self.window_state()
-        state.setValue(PARALLEL_KEY, max(1, min(count, MAX_PARALLEL)))
-        state.sync()
+        """Save a new count; InvalidInput (naming the field) outside 1..``MAX_PARALLEL_RETRIEVES``."""
+        self._store_settings(dataclasses.replace(self.settings, parallel_retrieves=count))
 
     def window_state(self) -> QSettings:
         """Window geometry and splitter positions, in an INI file beside nodes.json."""
@@ -201,6 +209,8 @@ class AppContext(QObject):
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         """Stop background jobs (cancel, then wait) and the demo PACS; True if every job ended."""
         ended = self.runner.shutdown(timeout_ms)
+        self._demo_generation += 1  # a start that ended meanwhile has its answer queued: drop it
+        self._demo_job = None
         self.demo.stop()
         return ended
 

@@ -24,6 +24,7 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from pacspull.core.get import RetrievalSummary, RetrieveOptions, RetrieveRequest, SubOperationIssue
 from pacspull.core.nodes import Node
 from pacspull.core.query import SeriesRow, StudyRow
+from pacspull.core.settings import MAX_PARALLEL_RETRIEVES
 from pacspull.gui import formatting as fmt
 from pacspull.gui.models.transfer_model import TransferId, TransferModel, TransferRow, TransferState
 from pacspull.gui.workers import RetrieveWorker, WorkerRunner
@@ -35,7 +36,6 @@ REFRESH_MS = 100  # rows repaint from the latest snapshots at most this often
 # window's 5 s wait at exit, so closing mid-retrieve ends the thread even with a PACS that ignores the
 # cancel (the instances already stored are kept either way).
 CANCEL_GRACE_S = 4.0
-MAX_PARALLEL = 4  # a PACS serves few associations per client well; more rarely speeds anything up
 
 
 @dataclass(frozen=True)
@@ -174,8 +174,8 @@ class RetrieveQueue(QObject):
         return [r.id for r in rows]
 
     def set_parallel(self, count: int) -> None:
-        """How many transfers may run at once (1 to ``MAX_PARALLEL``); more start at once if allowed."""
-        self.parallel = max(1, min(count, MAX_PARALLEL))
+        """How many transfers may run at once (1 to ``MAX_PARALLEL_RETRIEVES``); more start at once if allowed."""
+        self.parallel = max(1, min(count, MAX_PARALLEL_RETRIEVES))
         self._schedule()
 
     def cancel(self, ids: Iterable[TransferId]) -> None:

@@ -42,3 +42,12 @@ def sample_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def sample_studies(sample_files: list[Path]) -> dict[str, SampleStudy]:
     """``sample_files`` grouped by study: UIDs, SOP classes, transfer syntaxes, patient name."""
     return describe_samples(sample_files)
+
+
+@pytest.fixture(autouse=True)
+def _identifiers_not_logged() -> object:
+    """A test that opts in to identifier logging (process-wide) must not leak that into the next test."""
+    yield
+    from pacspull.core.privacy import enable_identifier_logging
+
+    enable_identifier_logging(False)

@@ -30,6 +30,7 @@ from pacspull.gui.workers import DiagnoseWorker, WorkerRunner
 STAGE_TITLES = {
     "resolve": "Resolve host name",
     "connect": "Open TCP connection",
+    "tls": "TLS handshake",
     "associate": "DICOM association",
     "echo": "Verification (C-ECHO)",
     "find": "Query (C-FIND)",

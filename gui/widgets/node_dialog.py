@@ -1,7 +1,9 @@
 """Add, edit or duplicate a node, with inline validation and the staged Test connection beside it.
 
 Each field is checked as it is typed with core's own validators; the message under the field names the
-field and the rule, and OK stays disabled until every field is valid.
+field and the rule, and OK stays disabled until every field is valid. The Security tab
+(``security_section``) holds TLS and user identity; its password or token goes to the OS keyring on
+Save (``gui.security``), never into nodes.json, and Test connection uses it as typed, saved or not.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from pacspull.core.credentials import CredentialError
 from pacspull.core.errors import InvalidInput
 from pacspull.core.nodes import (
     DEFAULT_MAX_PDU,
@@ -35,7 +39,12 @@ from pacspull.core.nodes import (
     validate_timeout,
 )
 from pacspull.gui.context import AppContext
+from pacspull.gui.security import SecretKeeper
 from pacspull.gui.widgets.diagnose_panel import DiagnosePanel
+from pacspull.gui.widgets.security_section import SecuritySection
+
+CONNECTION_TAB, SECURITY_TAB = "C&onnection", "&Security"  # Alt+C is the called AE title
+PROBLEM_MARK = " ⚠"  # after a tab's title while a field on it is invalid: Save is disabled for a reason there
 
 
 def _node_name(value: str) -> str:
@@ -84,6 +93,10 @@ class NodeDialog(QDialog):
         self.setWindowTitle({"add": "Add node", "edit": "Edit node", "duplicate": "Duplicate node"}[mode])
         self.edits: dict[str, QLineEdit] = {}
         self.errors: dict[str, QLabel] = {}
+        self.keeper = SecretKeeper()
+        self.security = SecuritySection(self)
+        self.security.changed.connect(self.validate)
+        self.tabs = QTabWidget(self)
         self.panel = DiagnosePanel(context.runner, self)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel,
                                         self)
@@ -124,17 +137,26 @@ class NodeDialog(QDialog):
             forms[spec.group].addRow(label, cell)
             self.edits[spec.key] = edit
             self.errors[spec.key] = error
-        left = QVBoxLayout()
+        connection = QWidget(self)
+        left = QVBoxLayout(connection)
         left.addWidget(groups["connection"])
         left.addWidget(groups["advanced"])
+        self.security_summary = QLabel(self)
+        self.security_summary.setObjectName("hint")
+        self.security_summary.setWordWrap(True)
+        left.addWidget(self.security_summary)
         left.addStretch(1)
+        security = QWidget(self)
+        QVBoxLayout(security).addWidget(self.security)
+        self.tabs.addTab(connection, CONNECTION_TAB)
+        self.tabs.addTab(security, SECURITY_TAB)
         body = QHBoxLayout()
-        body.addLayout(left, 2)
-        body.addWidget(self.panel, 3)
+        body.addWidget(self.tabs, 1)  # as wide as the test: file paths and the secret's state need the room
+        body.addWidget(self.panel, 1)
         outer = QVBoxLayout(self)
         outer.addLayout(body, 1)
         outer.addWidget(self.buttons)
-        self.resize(980, 560)
+        self.resize(1120, 660)
 
     def _fill(self, node: Node | None) -> None:
         if node is None:
@@ -146,6 +168,8 @@ class NodeDialog(QDialog):
         for key, edit in self.edits.items():
             value = values.get(key, "")
             edit.setText(f"{value:g}" if isinstance(value, float) else str(value))
+        stored = self.mode != "add" and node is not None and node.identity_has_secret and self.keeper.stored(node.name)
+        self.security.set_node(node, mode=self.mode, stored=stored)
         self.edits["name"].setFocus()
 
     def _copy_name(self, name: str) -> str:
@@ -168,6 +192,7 @@ class NodeDialog(QDialog):
         name = self.edits["name"].text().strip()
         if "name" not in problems and self._name_taken(name):
             problems["name"] = f"node name: a node named {name!r} already exists"
+        problems.update(self.security.problems())
         return problems
 
     def _name_taken(self, name: str) -> bool:
@@ -185,6 +210,12 @@ class NodeDialog(QDialog):
             if bool(edit.property("invalid")) != bool(message):
                 edit.setProperty("invalid", bool(message))
                 edit.style().polish(edit)
+        self.security.show_problems(problems)
+        self.security_summary.setText(self.security.summary())
+        on_connection = any(key in self.edits for key in problems)
+        on_security = any(key not in self.edits for key in problems)
+        self.tabs.setTabText(0, CONNECTION_TAB + (PROBLEM_MARK if on_connection else ""))
+        self.tabs.setTabText(1, SECURITY_TAB + (PROBLEM_MARK if on_security else ""))
         valid = not problems
         self.ok_button.setEnabled(valid)
         self.test_button.setEnabled(valid)
@@ -193,25 +224,39 @@ class NodeDialog(QDialog):
     def node(self) -> Node:
         """The node the fields describe (call only when ``validate()`` is True)."""
         values: dict[str, object] = {key: edit.text().strip() for key, edit in self.edits.items()}
+        values.update(self.security.values())
         return Node.from_json({**values, "query_charset": self._charset})  # Node converts and checks types
 
     # -- actions ----------------------------------------------------------------------------------
 
     def test_connection(self) -> None:
-        """Run the staged diagnose on the values as typed (saved or not)."""
+        """Run the staged diagnose on the values as typed (saved or not), the typed secret included."""
         if self.validate():
-            self.panel.start(self.node())
+            node = self.node()
+            self.keeper.secret_for_test(self.security.change(node.name))
+            self.panel.start(node)
 
     def accept(self) -> None:
-        """Save only valid values (OK is disabled otherwise, but Enter still lands here)."""
+        """Save only valid values (OK is disabled otherwise, but Enter still lands here).
+
+        The secret goes to the OS keyring here; the caller saves the node itself (``node()``). A keyring
+        refusal keeps the dialog open with the reason under the secret field.
+        """
         if not self.validate():
             return
         self.panel.cancel()
+        try:
+            self.keeper.save(self.security.change(self.node().name))
+        except CredentialError as exc:
+            self.tabs.setCurrentIndex(1)
+            self.security.show_keyring_error(str(exc))
+            return
         super().accept()
 
     def reject(self) -> None:
-        """Close without saving; a running test is abandoned (its answer is dropped)."""
+        """Close without saving; a running test is abandoned (its answer is dropped), a lent secret given back."""
         self.panel.cancel()
+        self.keeper.give_back()
         super().reject()
 
     def closeEvent(self, event: QCloseEvent) -> None:

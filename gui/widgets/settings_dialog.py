@@ -22,7 +22,7 @@ from pacspull.core.errors import InvalidInput
 from pacspull.core.nodes import validate_ae_title, validate_timeout
 from pacspull.core.settings import AppSettings, validate_destination, validate_max_results
 from pacspull.core.storage import DEFAULT_LAYOUT, example_path, validate_layout
-from pacspull.gui.retrieve import MAX_PARALLEL
+from pacspull.core.settings import MAX_PARALLEL_RETRIEVES
 
 LAYOUT_HELP = ("DICOM keywords in braces, folders separated by /. The file name must contain "
                "{SOPInstanceUID}. Example keywords: {PatientName} {PatientID} {StudyDate} {Modality} "
@@ -93,7 +93,7 @@ class SettingsDialog(QDialog):
             self.errors[key] = error
         self.parallel_spin = QSpinBox(self)
         self.parallel_spin.setObjectName("setting_parallel")
-        self.parallel_spin.setRange(1, MAX_PARALLEL)
+        self.parallel_spin.setRange(1, MAX_PARALLEL_RETRIEVES)
         self.parallel_spin.setValue(parallel)
         self.parallel_spin.setToolTip("1: transfers run one after another. More: a few run at once, "
                                       "each on its own association (only if the PACS allows that many).")

@@ -19,6 +19,7 @@ from gui_helpers import node_for, write_book  # noqa: E402
 from PySide6.QtCore import QSettings  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
+from pacspull.core import credentials  # noqa: E402
 from pacspull.core.demo_pacs import DemoPacs  # noqa: E402
 from pacspull.core.nodes import Node  # noqa: E402
 from pacspull.gui import style  # noqa: E402
@@ -42,6 +43,17 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         QSettings.setPath(QSettings.Format.IniFormat, scope, str(tmp_path / "qsettings"))
         QSettings.setPath(QSettings.Format.NativeFormat, scope, str(tmp_path / "qsettings"))
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """An in-memory keyring ("service/key" -> secret), so no GUI test reads or writes the user's own."""
+    store: dict[str, str] = {}
+    monkeypatch.setattr(credentials.keyring, "get_password", lambda s, k: store.get(f"{s}/{k}"))
+    monkeypatch.setattr(credentials.keyring, "set_password", lambda s, k, v: store.__setitem__(f"{s}/{k}", v))
+    monkeypatch.setattr(credentials.keyring, "delete_password", lambda s, k: store.pop(f"{s}/{k}", None))
+    yield store
+    credentials._for_this_run.clear()  # secrets a test lent for one run must not reach the next test
 
 
 class Questions:
