@@ -52,17 +52,29 @@ def make_instance(path: Path, study: str, series: str, number: int, *, frames: i
 
 
 def measure(cmd: list[str]) -> tuple[float, float, int]:
-    """Run ``cmd``; return (seconds, peak RSS in MB of that child, exit code)."""
+    """Run ``cmd``; return (seconds, peak RSS in MB of that child, exit code).
+
+    The peak comes from GNU time (/usr/bin/time) when present: on Linux a child's ru_maxrss starts at the
+    peak RSS of the process that forked it (this script held the generated 500 MB instance), so reading
+    it here would report this script's memory, not the client's.
+    """
+    usage = Path(tempfile.mkstemp(prefix="pacspull-mem-", suffix=".usage")[1])
+    gnu_time = Path("/usr/bin/time").exists()
+    full = ["/usr/bin/time", "-f", "%M", "-o", str(usage), *cmd] if gnu_time else cmd
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
-        print("  (peak RSS not above an earlier child's; run each case in its own invocation to be sure)")
+    if gnu_time:
+        peak_kb = int(usage.read_text().split()[-1])
+    else:
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        if peak_kb <= before:
+            print("  (peak RSS not above an earlier child's; run each case in its own invocation to be sure)")
+    usage.unlink(missing_ok=True)
     if proc.returncode:
         print(proc.stderr[-2000:])
-    return seconds, peak / 1024, proc.returncode
+    return seconds, peak_kb / 1024, proc.returncode
 
 
 def run_case(name: str, files: list[Path], study: str, work: Path) -> None:

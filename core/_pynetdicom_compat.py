@@ -2,11 +2,110 @@
 
 pynetdicom's version is pinned to a tested range in pyproject.toml; tests/core/test_pynetdicom_compat.py
 fails loudly if an upgrade moves what is used here.
+
+Besides ``wake_response_wait``, this module holds the *fast transport* that ``install_fast_transport``
+puts on an association's socket once it is connected (PacsPull's EVT_CONN_OPEN handler calls it):
+
+* **Event-driven DUL reactor.** pynetdicom's DUL thread polls: when it finds nothing to do it sleeps
+  ``_run_loop_delay`` (1 ms) and looks again. That costs up to a millisecond per message each way (a
+  C-STORE response waits for the next poll before it is sent) and wakes the CPU 1,000 times a second
+  while idle. Here the DUL thread's idle sleep waits in ``select()`` on the socket and on a wake-up
+  socket pair that is written whenever another thread queues something for the DUL (an outgoing
+  primitive, an event, a kill): zero latency, no polling. A ``select`` timeout (``idle_poll``, 50 ms)
+  stays as a safety net for the ARTIM timer. The hook is ``pynetdicom.dul.time`` replaced by a proxy
+  whose ``sleep`` does this wait on a thread that installed one, and the real ``time.sleep`` anywhere
+  else, so pynetdicom's own loop (and any fix a later version makes to it) keeps running unchanged.
+* **One receive per PDU, TCP_QUICKACK before each.** pynetdicom reads a PDU in 4 KB ``recv`` calls into a
+  growing bytearray; here one ``recv_into`` a buffer of the PDU's size. On Linux ``TCP_QUICKACK`` is set
+  before every receive: against a PACS that leaves Nagle's algorithm on (Debian's dcmtk and Orthanc
+  unless ``TCP_NODELAY=1``), each small instance otherwise waits for our delayed ACK, about 40 ms.
+  Windows and macOS have no per-socket equivalent reachable from Python (Windows' ``TcpAckFrequency`` is
+  a registry setting or a ``SIO_TCP_SET_ACK_FREQUENCY`` ioctl that ``socket.ioctl`` does not expose;
+  macOS has only the system-wide ``net.inet.tcp.delayed_ack`` sysctl): there it is skipped.
+
+* **Lean C-STORE sub-operations** (``fast_store``). For each instance a C-GET brings, pynetdicom decodes
+  the C-STORE request's command set into a pydicom Dataset, copies it onto a primitive attribute by
+  attribute, hands it to the retrieving thread, and encodes the response through another Dataset that
+  the DUL thread turns into a PDU: about 2 ms of Python per instance on a 2.5 GHz VM, more than the
+  rest of the retrieve. Here a C-STORE request's command set (a handful of fixed elements, Implicit VR
+  Little Endian) is parsed with ``struct`` as its PDVs arrive; the data set bytes are gathered as
+  pynetdicom would; the request still reaches the retrieving thread as pynetdicom's own ``C_STORE``
+  primitive through its message queue, and the EVT_C_STORE handler is still called through
+  ``evt.trigger``. The response, a fixed 7-element command set, is encoded with ``struct`` and written
+  to the socket by the retrieving thread itself, under a lock shared with the DUL's own sends, so it
+  leaves at once instead of waiting for the DUL thread to wake and encode it. Anything else (C-GET and
+  C-FIND responses, a C-STORE whose command set spans PDVs, chunked-to-file mode, a bound
+  EVT_DIMSE_RECV/EVT_DIMSE_SENT handler other than pynetdicom's logging ones, a non-integer status)
+  takes pynetdicom's own path.
+* **The waiting thread reads the socket itself** (``pump``). pynetdicom's DUL thread reads every PDU
+  and hands each DIMSE message to the thread blocked in ``dimse.get_msg`` (the one iterating
+  ``send_c_get``), and that thread's answer goes back through the DUL: two thread hand-offs per
+  instance, each a futex wake-up and a GIL transfer, which on a small VM cost more than the rest of the
+  work. While a thread waits in ``get_msg`` on an association in data transfer (Sta6), it now reads the
+  P-DATA PDUs itself (select on the socket, the fast PDU path above) until a message is there; the DUL
+  thread meanwhile leaves the socket alone (its idle wait watches only its wake-up socket) and still
+  gets every other PDU (release, abort) through its event queue, as before. A lock makes sure only one
+  thread reads a PDU at a time. Same thread, same order, same handler thread as before; no hand-off.
+* **No silent logging work.** pynetdicom binds its "standard" logging handlers to every association's
+  PDU and DIMSE events. They format a dozen lines per message whether or not anything is logged, and the
+  one for a received C-STORE copies the whole data set (``getvalue()``) just to print "Present": a second
+  copy of every instance in memory. When pynetdicom's logger would drop their output anyway (below
+  INFO is off, as unless the user asked for pynetdicom's log), they are unbound from the association.
+
+``SETTINGS`` switches each part on or off (benchmarks/levers.py measures what each one gains).
 """
 
 from __future__ import annotations
 
-from pynetdicom import Association
+import functools
+import io
+import logging
+import queue
+import select
+import struct
+import socket
+import sys
+import threading
+import time
+import types
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pynetdicom import Association, _config, evt
+from pynetdicom import _handlers
+from pynetdicom import dul as _dul_module
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_STORE
+from pynetdicom.pdu_primitives import P_DATA
+
+try:
+    import ssl
+except ImportError:  # pragma: no cover - Python without OpenSSL
+    ssl = None  # type: ignore[assignment]
+
+TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None) if sys.platform.startswith("linux") else None
+
+# The attribute our DUL threads carry: their idle wait (see _DulTime.sleep).
+_WAIT_ATTR = "_pacspull_idle_wait"
+
+
+@dataclass
+class FastTransportSettings:
+    """What ``install_fast_transport`` turns on (all of it by default)."""
+
+    event_driven: bool = True  # DUL idle wait in select() instead of 1 ms sleeps
+    recv_into: bool = True  # one recv_into per PDU instead of 4 KB recv calls
+    quickack: bool = True  # TCP_QUICKACK before every receive (Linux)
+    quiet_logging: bool = True  # unbind pynetdicom's standard log handlers while its log is off
+    fast_store: bool = True  # C-STORE requests parsed and answered with struct, response sent directly
+    fast_pdus: bool = True  # P-DATA-TF PDUs read and split by us, not through pynetdicom's PDU objects
+    pending_interval: float = 0.1  # pending C-GET responses handed on at most this often (fast_store)
+    pump: bool = True  # the thread waiting for a DIMSE message reads the socket itself (fast_store)
+    spool_bytes: int = 32 << 20  # a received data set larger than this moves to a temp file (fast_store)
+    idle_poll: float = 0.05  # longest idle wait: a safety net only, every wake-up is signalled
+
+
+SETTINGS = FastTransportSettings()
 
 
 def wake_response_wait(assoc: Association) -> None:
@@ -17,3 +116,759 @@ def wake_response_wait(assoc: Association) -> None:
     An empty item is what pynetdicom itself queues on a peer abort: the iterator then ends at once.
     """
     assoc.dimse.msg_queue.put((None, None))
+
+
+# --------------------------------------------------------------------------------------------------
+# event-driven DUL reactor
+
+
+class _DulTime(types.ModuleType):
+    """What ``pynetdicom.dul`` sees as the ``time`` module: the real one, except that ``sleep`` on a DUL
+    thread with a fast transport waits for work instead of sleeping a fixed time."""
+
+    def __init__(self, real: types.ModuleType) -> None:
+        super().__init__("time")
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def sleep(self, seconds: float) -> None:
+        wait = getattr(threading.current_thread(), _WAIT_ATTR, None)
+        if wait is None:
+            self._real.sleep(seconds)
+        else:
+            wait(seconds)
+
+
+def _install_dul_time() -> None:
+    if not isinstance(_dul_module.time, _DulTime):
+        _dul_module.time = _DulTime(_dul_module.time)  # type: ignore[attr-defined]
+
+
+class _Waker:
+    """A socket pair: any thread writes a byte to wake a DUL thread waiting in select()."""
+
+    def __init__(self) -> None:
+        self.reader, self.writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self.writer.setblocking(False)
+
+    def wake(self) -> None:
+        try:
+            self.writer.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already full of wake-ups, or closed: either way nothing more to do
+
+    def drain(self) -> None:
+        try:
+            while self.reader.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
+
+def _then_wake(method: Callable[..., Any], waker: _Waker, owner: threading.Thread) -> Callable[..., Any]:
+    """``method``, then a wake-up unless called on ``owner`` (the DUL thread itself, which is awake)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = method(*args, **kwargs)
+        if threading.current_thread() is not owner:
+            waker.wake()
+        return result
+
+    return wrapper
+
+
+def _idle_wait(asock: Any, waker: _Waker, fallback: float) -> None:
+    """Wait until the peer sent something, another thread queued work, or ``idle_poll`` passed."""
+    watch: list[Any] = [waker.reader]
+    sock = asock.socket
+    pump = getattr(asock, "pump", None)
+    if pump is not None and pump.active:
+        sock = None  # another thread reads the socket now: wait for a wake-up only
+    if sock is not None:
+        try:
+            if ssl is not None and isinstance(sock, ssl.SSLSocket) and sock.pending():
+                return  # decrypted bytes already buffered: select() would not see them
+            if sock.fileno() >= 0:
+                watch.append(sock)
+        except (OSError, ValueError):
+            pass
+    try:
+        ready, _, _ = select.select(watch, [], [], SETTINGS.idle_poll)
+    except (OSError, ValueError):  # closed under us: the loop notices on its next pass
+        time.sleep(fallback)
+        return
+    if waker.reader in ready:
+        waker.drain()
+
+
+def _event_driven(assoc: Association) -> None:
+    dul = assoc.dul
+    asock = dul.socket
+    waker = _Waker()
+    # Anything another thread hands the DUL wakes it: outgoing primitives, events, a kill.
+    dul.to_provider_queue.put = _then_wake(dul.to_provider_queue.put, waker, dul)  # type: ignore[method-assign]
+    dul.event_queue.put = _then_wake(dul.event_queue.put, waker, dul)  # type: ignore[method-assign]
+    dul.kill_dul = _then_wake(dul.kill_dul, waker, dul)  # type: ignore[method-assign]
+    original_stop = dul.stop_dul
+
+    def stop_dul() -> bool:
+        # pynetdicom sets the kill flag and then waits for the thread: set it first and wake the thread.
+        if dul.state_machine.current_state == "Sta1":
+            dul._kill_thread = True
+            waker.wake()
+        return original_stop()
+
+    dul.stop_dul = stop_dul  # type: ignore[method-assign]
+    setattr(dul, _WAIT_ATTR, functools.partial(_idle_wait, asock, waker))
+    dul._pacspull_waker = waker
+    weakref.finalize(dul, waker.close)
+    _install_dul_time()
+
+
+# --------------------------------------------------------------------------------------------------
+# lean C-STORE sub-operations
+
+_COMMAND_FIELD, _DATA_SET_TYPE = 0x0100, 0x0800
+_C_STORE_RQ, _C_STORE_RSP, _C_GET_RSP, _C_FIND_RSP, _NO_DATA_SET = 0x0001, 0x8001, 0x8010, 0x8020, 0x0101
+_PENDING = frozenset({0xFF00, 0xFF01})
+_US_TAGS = frozenset({0x0100, 0x0110, 0x0120, 0x0700, 0x0800, 0x0900, 0x1020, 0x1021, 0x1022, 0x1023, 0x1031})
+_UI_TAGS = frozenset({0x0002, 0x1000})
+_STORE_REQUEST_TAGS = frozenset({0x0000, 0x0002, 0x0100, 0x0110, 0x0700, 0x0800, 0x1000, 0x1030, 0x1031})
+_GET_RESPONSE_TAGS = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900, 0x1020, 0x1021, 0x1022, 0x1023})
+_FIND_RESPONSE_TAGS = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900})
+_GET_COUNTS = ((0x1020, "NumberOfRemainingSuboperations"), (0x1021, "NumberOfCompletedSuboperations"),
+               (0x1022, "NumberOfFailedSuboperations"), (0x1023, "NumberOfWarningSuboperations"))
+
+
+def parse_command_set(data: bytes | memoryview) -> dict[int, Any] | None:
+    """Decode a DIMSE command set (group 0000, Implicit VR Little Endian) into {element: value}.
+
+    US elements become ints, UI and AE ones stripped strings, the rest stays bytes. None when the bytes
+    do not parse as a command set.
+    """
+    view = memoryview(data)
+    fields: dict[int, Any] = {}
+    offset, end = 0, len(view)
+    try:
+        while offset < end:
+            group, element, length = struct.unpack_from("<HHI", view, offset)
+            offset += 8
+            if group != 0 or offset + length > end:
+                return None
+            value = view[offset:offset + length]
+            offset += length
+            if element in _US_TAGS:
+                if length != 2:
+                    return None
+                fields[element] = value[0] | value[1] << 8
+            elif element in _UI_TAGS or element == 0x1030:
+                fields[element] = bytes(value).decode("ascii").rstrip("\0 ").lstrip(" ")
+            else:
+                fields[element] = bytes(value)
+    except (struct.error, UnicodeDecodeError):
+        return None
+    return fields
+
+
+def _uid_element(element: int, uid: str) -> bytes:
+    value = uid.encode("ascii")
+    if len(value) % 2:
+        value += b"\0"
+    return struct.pack("<HHI", 0, element, len(value)) + value
+
+
+def encode_store_response(message_id: int, sop_class: str, sop_instance: str, status: int) -> bytes:
+    """The command set of a C-STORE-RSP, as pynetdicom encodes it (Implicit VR Little Endian)."""
+    body = b"".join((
+        _uid_element(0x0002, sop_class),
+        struct.pack("<HHIH", 0, 0x0100, 2, _C_STORE_RSP),
+        struct.pack("<HHIH", 0, 0x0120, 2, message_id),
+        struct.pack("<HHIH", 0, 0x0800, 2, _NO_DATA_SET),
+        struct.pack("<HHIH", 0, 0x0900, 2, status),
+        _uid_element(0x1000, sop_instance),
+    ))
+    return struct.pack("<HHII", 0, 0x0000, 4, len(body)) + body
+
+
+def _p_data_tf(context_id: int, command: bytes) -> bytes:
+    """One P-DATA-TF PDU holding one PDV: the last (and only) fragment of a command set."""
+    pdv_length = 2 + len(command)
+    return struct.pack(">BBIIBB", 0x04, 0, 4 + pdv_length, pdv_length, context_id, 0x03) + command
+
+
+class Spool(io.BytesIO):
+    """A received data set: in memory, until it grows past ``SETTINGS.spool_bytes``; then in an unnamed
+    temporary file in ``folder`` (the destination's file system), so a 2 GB instance costs no memory.
+
+    pynetdicom requires a BytesIO for a request's data set; reads, seeks and ``fileno()`` go to the file
+    once it is spooled (``getbuffer()`` then raises ValueError: there is no buffer)."""
+
+    def __init__(self, folder: str | None) -> None:
+        super().__init__()
+        self.folder = folder
+        self.file: Any = None
+
+    @property
+    def spooled(self) -> bool:
+        return self.file is not None
+
+    def write(self, data: Any) -> int:  # type: ignore[override]
+        if self.file is not None:
+            return self.file.write(data)
+        count = super().write(data)
+        if super().tell() > SETTINGS.spool_bytes:
+            import tempfile
+
+            self.file = tempfile.TemporaryFile(dir=self.folder, prefix=".pacspull-spool-")
+            with super().getbuffer() as view:
+                self.file.write(view)
+            super().seek(0)
+            super().truncate(0)
+        return count
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self.file.read(size) if self.file is not None else super().read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        return self.file.readinto(buffer) if self.file is not None else super().readinto(buffer)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.file.seek(offset, whence) if self.file is not None else super().seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell() if self.file is not None else super().tell()
+
+    def getbuffer(self) -> memoryview:
+        if self.file is not None:
+            raise ValueError("the data set is spooled to a file")
+        return super().getbuffer()
+
+    def getvalue(self) -> bytes:
+        if self.file is None:
+            return super().getvalue()
+        position = self.file.tell()
+        self.file.seek(0)
+        try:
+            return self.file.read()
+        finally:
+            self.file.seek(position)
+
+    def fileno(self) -> int:
+        if self.file is None:
+            return super().fileno()  # raises io.UnsupportedOperation
+        return self.file.fileno()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        super().close()
+
+
+class _StoreReceiver:
+    """``DIMSEServiceProvider.receive_primitive`` for C-STORE requests and C-GET responses without a
+    data set; pynetdicom's own for everything else.
+
+    Pending C-GET responses only carry progress counts; they are handed on at most every
+    ``pending_interval`` seconds (the final response always), which spares the retrieving thread
+    pynetdicom's per-response work for each instance.
+    """
+
+    def __init__(self, assoc: Association) -> None:
+        self.assoc = assoc
+        self.dimse = assoc.dimse
+        self.original = assoc.dimse.receive_primitive
+        self.current: tuple[int, dict[int, Any], io.BytesIO] | None = None
+        self.last_pending = 0.0
+        self.spool_folder: str | None = None
+
+    def ours(self) -> bool:
+        """Whether nothing but us (and pynetdicom's unbound-able logging) needs the DIMSE messages."""
+        handlers = self.assoc.get_handlers(evt.EVT_DIMSE_RECV)
+        return (not _config.STORE_RECV_CHUNKED_DATASET
+                and all(h is _handlers.standard_dimse_recv_handler for h, _ in handlers))
+
+    def __call__(self, primitive: Any) -> None:
+        """DT-2's call: a P-DATA primitive."""
+        if self.current is None and (self.dimse.message is not None or not self.ours()):
+            return self.original(primitive)
+        if not self.feed(primitive.presentation_data_value_list):
+            return self.original(primitive)
+        return None
+
+    def feed(self, pdvs: list[Any]) -> bool:
+        """Take the PDVs ([context ID, bytes or memoryview], ...) of one P-DATA; False: not ours (nothing
+        consumed, give them to pynetdicom)."""
+        if self.current is None:
+            if not pdvs or self.dimse.message is not None:
+                return False
+            context_id, first = pdvs[0]
+            if first[0] & 0x03 != 0x03:  # not one whole command set in the first PDV
+                return False
+            fields = parse_command_set(memoryview(first)[1:])
+            if fields is None:
+                return False
+            command = fields.get(_COMMAND_FIELD)
+            has_data = fields.get(_DATA_SET_TYPE, _NO_DATA_SET) != _NO_DATA_SET
+            if (command == _C_STORE_RQ and has_data and set(fields) <= _STORE_REQUEST_TAGS
+                    and {0x0002, 0x0110, 0x1000} <= set(fields)):
+                self.current = (context_id, fields, Spool(self.spool_folder))
+            elif (command == _C_GET_RSP and not has_data and set(fields) <= _GET_RESPONSE_TAGS
+                  and {0x0120, 0x0900} <= set(fields) and len(pdvs) == 1):
+                self._get_response(context_id, fields)
+                return True
+            elif command == _C_FIND_RSP and set(fields) <= _FIND_RESPONSE_TAGS and {0x0120, 0x0900} <= set(fields):
+                if not has_data:
+                    if len(pdvs) != 1:
+                        return False
+                    self._find_response(context_id, fields, None)
+                    return True
+                self.current = (context_id, fields, io.BytesIO())
+            else:
+                return False
+            pdvs = pdvs[1:]
+        for index, (_context_id, data) in enumerate(pdvs):
+            context_id, fields, buffer = self.current
+            if data[0] & 0x01:  # a command fragment inside a data set: what pynetdicom calls invalid
+                self.current = None
+                self.dimse.dul.event_queue.put("Evt19")
+                return True
+            buffer.write(memoryview(data)[1:])
+            if data[0] & 0x02:  # the data set's last fragment
+                self.current = None
+                if fields[_COMMAND_FIELD] == _C_FIND_RSP:
+                    self._find_response(context_id, fields, buffer)
+                else:
+                    self._deliver(context_id, fields, buffer)
+                rest = pdvs[index + 1:]
+                # (no peer does this, but it is allowed: the next message, in the same PDU)
+                if rest and not self.feed(rest):
+                    self.original_pdvs(rest)
+                return True
+        return True
+
+    def original_pdvs(self, pdvs: list[Any]) -> None:
+        """Hand PDVs to pynetdicom's own receive_primitive, as a P-DATA primitive."""
+        primitive = P_DATA()
+        primitive.presentation_data_value_list = [[context_id, bytes(data)] for context_id, data in pdvs]
+        self.original(primitive)
+
+    def _deliver(self, context_id: int, fields: dict[int, Any], buffer: io.BytesIO) -> None:
+        request = C_STORE()
+        request.MessageID = fields[0x0110]
+        request.AffectedSOPClassUID = fields[0x0002]
+        request.AffectedSOPInstanceUID = fields[0x1000]
+        request.Priority = fields.get(0x0700, 0)
+        if 0x1030 in fields:
+            request.MoveOriginatorApplicationEntityTitle = fields[0x1030]
+        if 0x1031 in fields:
+            request.MoveOriginatorMessageID = fields[0x1031]
+        request.DataSet = buffer
+        request._context_id = context_id
+        self.dimse.msg_queue.put((context_id, request))
+
+    def _find_response(self, context_id: int, fields: dict[int, Any], identifier: io.BytesIO | None) -> None:
+        response = C_FIND()  # (its optional Affected SOP Class UID is not kept: nobody reads it)
+        response.MessageIDBeingRespondedTo = fields[0x0120]
+        response.Status = fields[0x0900]
+        response.Identifier = identifier
+        response._context_id = context_id
+        self.dimse.msg_queue.put((context_id, response))
+
+    def _get_response(self, context_id: int, fields: dict[int, Any]) -> None:
+        status = fields[0x0900]
+        if status in _PENDING:
+            now = time.monotonic()
+            if now - self.last_pending < SETTINGS.pending_interval:
+                return  # progress only, and the last one is recent enough
+            self.last_pending = now
+        response = C_GET()  # (its optional Affected SOP Class UID is not kept: nobody reads it)
+        response.MessageIDBeingRespondedTo = fields[0x0120]
+        response.Status = status
+        for tag, keyword in _GET_COUNTS:
+            if tag in fields:
+                setattr(response, keyword, fields[tag])
+        response._context_id = context_id
+        self.dimse.msg_queue.put((context_id, response))
+
+
+class _StoreResponder:
+    """``Association._c_store_scp``: the handler through evt.trigger as before, the answer sent at once."""
+
+    def __init__(self, assoc: Association) -> None:
+        self.assoc = assoc
+        self.original = assoc._c_store_scp
+        self.contexts: dict[tuple[str, int | None], Any] = {}
+        asock = assoc.dul.socket
+        self.send_lock = threading.Lock()
+        original_send = asock.send
+
+        def locked_send(bytestream: bytes) -> None:
+            with self.send_lock:
+                original_send(bytestream)
+
+        asock.send = locked_send  # the DUL's own sends take the same lock
+        self.asock = asock
+
+    def _context(self, sop_class: str, context_id: int | None) -> Any:
+        key = (sop_class, context_id)
+        if key not in self.contexts:
+            try:
+                self.contexts[key] = self.assoc._get_valid_context(sop_class, "", "scp", context_id=context_id)
+            except ValueError:
+                self.contexts[key] = None
+        return self.contexts[key]
+
+    def __call__(self, request: Any) -> None:
+        assoc = self.assoc
+        sent = assoc.get_handlers(evt.EVT_DIMSE_SENT)
+        context = self._context(str(request.AffectedSOPClassUID), request._context_id)
+        if context is None or not all(h is _handlers.standard_dimse_sent_handler for h, _ in sent):
+            return self.original(request)
+        try:
+            status = evt.trigger(assoc, evt.EVT_C_STORE, {"request": request, "context": context.as_tuple})
+        except Exception:  # noqa: BLE001 - what pynetdicom answers when the handler raises
+            logging.getLogger("pynetdicom").exception("Exception in the handler bound to 'evt.EVT_C_STORE'")
+            status = 0xC211
+        status = _status_code(status)
+        pdu = _p_data_tf(context.context_id, encode_store_response(
+            request.MessageID, str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID), status))
+        sock = self.asock.socket
+        if sock is None or not assoc.is_established or assoc.dul.state_machine.current_state != "Sta6":
+            return None  # released or aborted meanwhile: nothing may be sent any more
+        try:
+            with self.send_lock:
+                sock.sendall(pdu)
+        except OSError:
+            assoc.dul.event_queue.put("Evt17")  # what AssociationSocket.send reports: connection closed
+        return None
+
+
+def _status_code(status: Any) -> int:
+    """The status an EVT_C_STORE handler returned, as pynetdicom reads it (0xC001/0xC002 if unusable;
+    other elements of a status Dataset, such as an error comment, are not sent on this path)."""
+    if isinstance(status, int) and not isinstance(status, bool):
+        return status if 0 <= status <= 0xFFFF else 0xC002
+    if hasattr(status, "get") and "Status" in status:
+        try:
+            return int(status.Status) & 0xFFFF
+        except (TypeError, ValueError):
+            return 0xC001
+    return 0xC001 if hasattr(status, "get") else 0xC002
+
+
+class _PduReader:
+    """``DULServiceProvider._read_pdu_data`` for P-DATA-TF PDUs in state Sta6 (data transfer): read with
+    one receive, split into PDVs with ``struct``, given straight to the _StoreReceiver (what DT-2 does,
+    without building pynetdicom's PDU and primitive objects and copying each fragment three times).
+    Any other PDU, any other state, or a bound EVT_DATA_RECV/EVT_PDU_RECV handler: pynetdicom's own."""
+
+    def __init__(self, assoc: Association, receiver: _StoreReceiver) -> None:
+        self.assoc = assoc
+        self.dul = assoc.dul
+        self.receiver = receiver
+        self.original = assoc.dul._read_pdu_data
+        self.asock = assoc.dul.socket
+
+    def _eligible_handlers(self) -> bool:
+        return (not self.assoc.get_handlers(evt.EVT_DATA_RECV)
+                and all(h is _handlers.standard_pdu_recv_handler
+                        for h, _ in self.assoc.get_handlers(evt.EVT_PDU_RECV))
+                and self.receiver.ours())
+
+    def _eligible(self) -> bool:
+        return (self.dul.state_machine.current_state == "Sta6" and self.dul.event_queue.empty()
+                and self._eligible_handlers())
+
+    def __call__(self) -> None:
+        if not self._eligible():
+            return self.original()
+        asock = self.asock
+        try:
+            head = asock.recv(6)
+        except (OSError, TimeoutError):
+            return self._closed()
+        if len(head) < 6 or head[0] != 0x04:
+            asock.unread(head)  # not a complete P-DATA-TF header: pynetdicom reads (and judges) it
+            return self.original()
+        length = struct.unpack_from(">I", head, 2)[0]
+        try:
+            body = asock.recv(length)
+        except (OSError, TimeoutError):
+            return self._closed()
+        if len(body) != length:
+            return self._closed()
+        pdvs = _split_pdvs(body)
+        if pdvs is None:  # malformed: let pynetdicom decode it and say so
+            asock.unread(bytes(head) + bytes(body))
+            return self.original()
+        if not self.receiver.feed(pdvs):
+            self.receiver.original_pdvs(pdvs)
+        return None
+
+    def _closed(self) -> None:
+        LOGGER.error("Connection closed before the entire PDU was received")
+        self.dul.event_queue.put("Evt17")
+
+
+LOGGER = logging.getLogger("pynetdicom.dul")
+
+
+class _Pump:
+    """``dimse.get_msg`` that, while nothing is queued, reads the association's socket on the calling
+    thread (see the module doc); and the DUL side of the arrangement."""
+
+    def __init__(self, assoc: Association, reader: _PduReader) -> None:
+        self.assoc = assoc
+        self.dul = assoc.dul
+        self.dimse = assoc.dimse
+        self.reader = reader
+        self.asock = assoc.dul.socket
+        self.active = False
+        self.pumper: threading.Thread | None = None
+        self.read_lock = threading.Lock()  # held while a PDU is read, by either thread
+        self.waker = _Waker()
+        weakref.finalize(self, self.waker.close)
+        self.original_get_msg = assoc.dimse.get_msg
+        self.original_transport_event = assoc.dul._is_transport_event
+        queue_put = assoc.dimse.msg_queue.put
+
+        def put(item: Any, *args: Any, **kwargs: Any) -> None:
+            queue_put(item, *args, **kwargs)
+            if self.active and threading.current_thread() is not self.pumper:
+                self.waker.wake()  # an abort, a cancel wake-up: the pumping thread must look
+
+        assoc.dimse.msg_queue.put = put  # type: ignore[method-assign]
+
+    def transport_event(self) -> bool:
+        """The DUL's ``_is_transport_event``: leave the socket to a pumping thread."""
+        if self.active or not self.read_lock.acquire(blocking=False):
+            return False
+        try:
+            return bool(self.original_transport_event())
+        finally:
+            self.read_lock.release()
+
+    def _can_pump(self) -> bool:
+        return (self.asock.socket is not None and self.dul.state_machine.current_state == "Sta6"
+                and self.reader._eligible_handlers() and self.dul.is_alive())
+
+    def get_msg(self, block: bool = False) -> Any:
+        if not block:
+            return self.original_get_msg(block)
+        msg_queue = self.dimse.msg_queue
+        timeout = self.dimse.dimse_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.pumper = threading.current_thread()
+        try:
+            while True:
+                # Active first, then look at the queue: a message the DUL thread queues after this either
+                # is seen by get_nowait() or wakes the select() below (its put() sees ``active``).
+                self.active = self._can_pump()
+                try:
+                    return msg_queue.get_nowait()
+                except queue.Empty:
+                    pass
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None, None  # what pynetdicom's get_msg answers after the DIMSE timeout
+                if not self.active:
+                    self._stop()
+                    try:
+                        return msg_queue.get(block=True, timeout=remaining)
+                    except queue.Empty:
+                        return None, None
+                sock = self.asock.socket
+                try:
+                    ready, _, _ = select.select([sock, self.waker.reader], [], [],
+                                                SETTINGS.idle_poll if remaining is None
+                                                else min(remaining, SETTINGS.idle_poll))
+                except (OSError, ValueError, TypeError):  # closed under us (None after an abort)
+                    self._stop()
+                    continue
+                if self.waker.reader in ready:
+                    self.waker.drain()
+                if sock in ready:
+                    with self.read_lock:
+                        # The DUL thread may have read what select() saw before we got the lock: look again,
+                        # or a blocking read would wait for a PDU the peer sends only after our answer.
+                        try:
+                            still = (msg_queue.empty() and self.dul.state_machine.current_state == "Sta6"
+                                     and self.asock.socket is sock and select.select([sock], [], [], 0)[0])
+                        except (OSError, ValueError):  # closed meanwhile (an abort): the loop sees it
+                            still = False
+                        if still:
+                            self.reader()
+                            self.dul._idle_timer.restart()
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        # The DUL thread watches the socket again from its next idle wait (at most ``idle_poll`` away; any
+        # work another thread gives it wakes it at once). Not waking it here saves a wake-up per message.
+        self.active = False
+
+
+
+
+def _split_pdvs(body: bytearray) -> list[list[Any]] | None:
+    """[[context ID, memoryview of the PDV's bytes from its message control header on]], or None."""
+    view = memoryview(body)
+    pdvs: list[list[Any]] = []
+    offset, end = 0, len(view)
+    while offset < end:
+        if offset + 6 > end:
+            return None
+        length = struct.unpack_from(">I", view, offset)[0]
+        if length < 2 or offset + 4 + length > end:
+            return None
+        pdvs.append([view[offset + 4], view[offset + 5:offset + 4 + length]])
+        offset += 4 + length
+    return pdvs or None
+
+
+def _fast_store(assoc: Association, spool_folder: str | None = None) -> None:
+    receiver = _StoreReceiver(assoc)
+    receiver.spool_folder = spool_folder
+    assoc.dimse.receive_primitive = receiver  # type: ignore[method-assign]
+    assoc._c_store_scp = _StoreResponder(assoc)  # type: ignore[method-assign]
+    if SETTINGS.fast_pdus and getattr(assoc.dul.socket, "unread", None) is not None:
+        reader = _PduReader(assoc, receiver)
+        assoc.dul._read_pdu_data = reader  # type: ignore[method-assign]
+        tls = ssl is not None and isinstance(assoc.dul.socket.socket, ssl.SSLSocket)
+        if SETTINGS.pump and SETTINGS.event_driven and not tls:  # (TLS buffers what select() cannot see)
+            pump = _Pump(assoc, reader)
+            assoc.dul.socket.pump = pump
+            assoc.dul._is_transport_event = pump.transport_event  # type: ignore[method-assign]
+            assoc.dimse.get_msg = pump.get_msg  # type: ignore[method-assign]
+
+
+def lean_find(assoc: Association, identifier: Any, query_model: str, msg_id: int) -> Any:
+    """``assoc.send_c_find``, yielding ``(status code or None, raw identifier stream or None, transfer
+    syntax)``: pynetdicom's request, reactor pause and no-response handling, but none of the Dataset it
+    builds per response for the status, nor the identifier decode and the log lines. For a listing of
+    thousands of instances (what a retrieve plan does when the PACS does not say which SOP classes a
+    study holds) that is most of the time. ``None`` as status: no response (timeout, abort).
+    """
+    def lean(transfer_syntax: Any, _query_model: Any) -> Any:
+        ts = str(transfer_syntax)
+        while True:
+            _context_id, rsp = assoc.dimse.get_msg(block=True)
+            if rsp is None:
+                assoc._handle_no_response()
+                assoc._reactor_checkpoint.set()
+                yield None, None, ts
+                return
+            if not isinstance(rsp, C_FIND) or not rsp.is_valid_response:
+                logging.getLogger("pynetdicom").error("Received an unexpected or invalid C-FIND response")
+                assoc.abort()
+                assoc._reactor_checkpoint.set()
+                yield None, None, ts
+                return
+            if rsp.Status in _PENDING:
+                yield rsp.Status, rsp.Identifier, ts
+                continue
+            assoc._reactor_checkpoint.set()
+            yield rsp.Status, None, ts
+            return
+
+    assoc._wrap_find_responses = lean  # type: ignore[method-assign]
+    try:
+        return assoc.send_c_find(identifier, query_model, msg_id=msg_id)
+    finally:
+        del assoc._wrap_find_responses  # pynetdicom's own again for anyone else
+
+
+# --------------------------------------------------------------------------------------------------
+# logging
+
+# pynetdicom's "standard" notification handlers (Association._bind_defaults), by event.
+_STANDARD_LOG_HANDLERS = (
+    (evt.EVT_DIMSE_RECV, _handlers.standard_dimse_recv_handler),
+    (evt.EVT_DIMSE_SENT, _handlers.standard_dimse_sent_handler),
+    (evt.EVT_PDU_RECV, _handlers.standard_pdu_recv_handler),
+    (evt.EVT_PDU_SENT, _handlers.standard_pdu_sent_handler),
+)
+
+
+def _unbind_silent_log_handlers(assoc: Association) -> bool:
+    """Unbind pynetdicom's standard log handlers if everything they log would be dropped."""
+    if logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+        return False
+    for event, handler in _STANDARD_LOG_HANDLERS:
+        assoc.unbind(event, handler)
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# receiving
+
+
+def _fast_recv(asock: Any, quickack: bool) -> Callable[[int], bytearray]:
+    """``AssociationSocket.recv``: read exactly ``nr_bytes`` (fewer only if the peer closed). Bytes put
+    back with ``asock.unread`` (a PDU header read by the fast PDU path) are returned first."""
+    pushed = bytearray()
+
+    def unread(data: bytes | bytearray) -> None:
+        pushed[:0] = data
+
+    def recv(nr_bytes: int) -> bytearray:
+        sock = asock.socket
+        buffer = bytearray(nr_bytes)
+        got = 0
+        if pushed:
+            got = min(nr_bytes, len(pushed))
+            buffer[:got] = pushed[:got]
+            del pushed[:got]
+        with memoryview(buffer) as view:
+            while got < nr_bytes:
+                if quickack:
+                    try:
+                        sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+                    except OSError:
+                        pass
+                count = sock.recv_into(view[got:])
+                if not count:
+                    break
+                got += count
+        if got < nr_bytes:
+            del buffer[got:]
+        return buffer
+
+    asock.unread = unread
+    return recv
+
+
+def install_fast_transport(assoc: Association, *, spool_folder: str | None = None) -> tuple[str, ...]:
+    """Put the fast transport (see the module doc) on a just-connected association; returns what is on.
+
+    Call it from an EVT_CONN_OPEN handler: the socket exists and no PDU has been read yet. Received data
+    sets larger than ``SETTINGS.spool_bytes`` go to an unnamed temporary file in ``spool_folder`` (the
+    system's temporary folder when None).
+    """
+    asock = assoc.dul.socket
+    if asock is None or asock.socket is None:
+        return ()
+    enabled = []
+    quickack = SETTINGS.quickack and TCP_QUICKACK is not None
+    if SETTINGS.recv_into or quickack:
+        asock.recv = _fast_recv(asock, quickack)  # type: ignore[method-assign]
+        enabled.append("recv_into")
+        if quickack:
+            enabled.append("quickack")
+    if SETTINGS.event_driven:
+        _event_driven(assoc)
+        enabled.append("event_driven")
+    if SETTINGS.quiet_logging and _unbind_silent_log_handlers(assoc):
+        enabled.append("quiet_logging")
+    if SETTINGS.fast_store:
+        _fast_store(assoc, spool_folder)
+        enabled.append("fast_store")
+    return tuple(enabled)

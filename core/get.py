@@ -12,7 +12,9 @@ Statuses (PS3.4 C.4.3.1.4 for C-GET, B.2.3 for the C-STORE sub-operations we ans
 
 from __future__ import annotations
 
+import functools
 import logging
+import struct
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -20,16 +22,19 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any, BinaryIO
 
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom import Association, evt
+from pynetdicom.dsutils import decode
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
 )
 
+from pacspull.core._pynetdicom_compat import install_fast_transport, lean_find
 from pacspull.core.association import (
     CancelWatcher,
     associated,
@@ -272,35 +277,221 @@ class RetrievalListener:
         """The whole queue ended (also after an error or a cancel)."""
 
 
-def read_header(stream: BinaryIO, transfer_syntax: str) -> Dataset:
-    """Decode a received data set up to its pixel data, without touching the pixel data."""
+class UndecodableDataset(ValueError):
+    """A received data set that does not parse (answered 0xC210, cannot understand)."""
+
+
+# What pydicom and zlib raise on bytes that are not a data set; all mean "cannot understand".
+_DECODE_ERRORS = (InvalidDicomError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+                  LookupError, OverflowError, NotImplementedError, struct.error, zlib.error)
+
+
+def _last_tag(keywords: Iterable[str] | None) -> int:
+    """The highest tag among ``keywords`` (pixel data's when None or unknown): reading stops after it."""
+    if not keywords:
+        return 0x7FE0000F
+    tags = [tag_for_keyword(k) for k in keywords]
+    return 0x7FE0000F if any(t is None for t in tags) else min(max(t for t in tags if t is not None), 0x7FE0000F)
+
+
+def read_header(stream: BinaryIO, transfer_syntax: str, keywords: Iterable[str] | None = None) -> Dataset:
+    """Decode a received data set up to its pixel data, without touching the pixel data.
+
+    With ``keywords``, decoding stops after the last of those attributes (a data set is sorted by tag):
+    naming files needs the patient/study/series attributes of groups 0008-0020, not the rest.
+
+    Raises UndecodableDataset for bytes that do not parse; the stream is rewound either way.
+    """
     ts = UID(transfer_syntax)
     start = stream.tell()
-    if ts == DeflatedExplicitVRLittleEndian:
-        # Inflate only the beginning: the attributes a path needs come long before the pixel data.
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        head = inflater.decompress(stream.read(1 << 20), 4 << 20)
-        stream.seek(start)
-        stream = BytesIO(head)
-        start = 0
+    last = _last_tag(tuple(keywords) if keywords is not None else None)
     try:
-        ds = read_dataset(
-            stream,
-            is_implicit_VR=ts.is_implicit_VR,
-            is_little_endian=ts.is_little_endian,
-            stop_when=lambda tag, vr, length: tag >= 0x7FE00010,
-            defer_size=4096,
-        )
+        source = stream
+        if ts == DeflatedExplicitVRLittleEndian:
+            # Inflate only the beginning: the attributes a path needs come long before the pixel data.
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            source = BytesIO(inflater.decompress(stream.read(1 << 20), 4 << 20))
+        try:
+            ds = read_dataset(
+                source,
+                is_implicit_VR=ts.is_implicit_VR,
+                is_little_endian=ts.is_little_endian,
+                stop_when=lambda tag, vr, length: tag > last,
+                defer_size=4096,
+            )
+        except EOFError:
+            if source is not stream:  # the inflated head was cut mid-element: what came before is enough
+                return Dataset()
+            raise
         # Decode the few values a path uses now, while the stream is ours.
         for keyword in ("SOPInstanceUID", "SOPClassUID", "PatientName"):
             ds.get(keyword)
         return ds
-    except EOFError:
-        if ts == DeflatedExplicitVRLittleEndian:
-            return Dataset()
-        raise
+    except _DECODE_ERRORS as exc:
+        raise UndecodableDataset(f"the data set does not decode: {exc}") from None
     finally:
         stream.seek(start)
+
+
+
+# -- a fast look at the attributes that name the file ------------------------------------------------
+
+# VRs whose value is text the layout can use; an explicit VR outside these and _LONG_VRS is not a data set.
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
+                       "UR", "UT"})
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
+                        b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"})
+_SIMPLE_CHARSETS = {None: None, "": None, "ISO_IR 6": None, "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
+_CHARSET_TAG = 0x00080005
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+
+
+class _Header(dict):  # type: ignore[type-arg]
+    """The header values the writer needs, as text: what ``Dataset.get`` would give, without pydicom."""
+
+
+def _skip_undefined(view: memoryview, offset: int, implicit: bool, end_tag: int) -> int:
+    """Offset just after the delimiter ``end_tag`` of an undefined-length sequence or item at ``offset``."""
+    while True:
+        group, element = struct.unpack_from("<HH", view, offset)
+        tag = group << 16 | element
+        if tag in (_ITEM, _ITEM_END, _SEQUENCE_END):
+            length = struct.unpack_from("<I", view, offset + 4)[0]
+            offset += 8
+            if tag == end_tag:
+                return offset
+            if tag == _ITEM and length == _UNDEFINED:
+                offset = _skip_undefined(view, offset, implicit, _ITEM_END)
+            elif tag == _ITEM:
+                offset += length
+            continue
+        offset, length, _vr = _element_head(view, offset, implicit)
+        if length == _UNDEFINED:
+            offset = _skip_undefined(view, offset, implicit, _SEQUENCE_END)
+        else:
+            offset += length
+        if offset > len(view):
+            raise ValueError("element runs past the end")
+
+
+def _element_head(view: memoryview, offset: int, implicit: bool) -> tuple[int, int, bytes | None]:
+    """(offset of the value, its length, explicit VR or None) of the element at ``offset``."""
+    if implicit:
+        return offset + 8, struct.unpack_from("<I", view, offset + 4)[0], None
+    vr = bytes(view[offset + 4:offset + 6])
+    if vr in _SHORT_VRS:
+        return offset + 8, struct.unpack_from("<H", view, offset + 6)[0], vr
+    if vr in _LONG_VRS:
+        return offset + 12, struct.unpack_from("<I", view, offset + 8)[0], vr
+    raise ValueError(f"unknown VR {vr!r}")
+
+
+def scan_header(stream: BinaryIO, transfer_syntax: str, wanted: dict[int, str]) -> _Header | None:
+    """The values of ``wanted`` ({tag: keyword}, text VRs only) straight from a received data set's bytes.
+
+    Little Endian (implicit or explicit VR) data sets in memory only; reading stops after the last wanted
+    tag. None whenever anything is unusual (another syntax, a malformed element, a text value needing a
+    character set other than ASCII, Latin-1 or UTF-8): then pydicom decodes it (``read_header``).
+    """
+    implicit = _little_endian_encoding(str(transfer_syntax))
+    if implicit is None or not hasattr(stream, "getbuffer"):
+        return None
+    last = max(wanted)
+    raw: dict[int, bytes] = {}
+    charset: str | None = None
+    try:
+        with stream.getbuffer() as view:
+            offset, end = 0, len(view)
+            previous = -1
+            while offset + 8 <= end:
+                group, element = struct.unpack_from("<HH", view, offset)
+                tag = group << 16 | element
+                if tag > last:
+                    break
+                if tag <= previous:
+                    return None  # out of order: leave it to pydicom
+                previous = tag
+                start, length, _vr = _element_head(view, offset, implicit)
+                if length == _UNDEFINED:
+                    if tag in wanted:
+                        return None
+                    offset = _skip_undefined(view, start, implicit, _SEQUENCE_END)
+                    continue
+                offset = start + length
+                if offset > end:
+                    return None
+                if tag in wanted or tag == _CHARSET_TAG:
+                    raw[tag] = bytes(view[start:offset])
+    except (struct.error, ValueError, IndexError):
+        return None
+    if _CHARSET_TAG in raw:
+        charset = raw[_CHARSET_TAG].decode("ascii", "replace").strip(" \x00")
+    codec = _SIMPLE_CHARSETS.get(charset, "?")
+    header = _Header()
+    for tag, value in raw.items():
+        keyword = wanted.get(tag)
+        if keyword is None:
+            continue
+        if value.isascii() and b"\x1b" not in value:  # the same text in every DICOM character set
+            text = value.decode("ascii")
+        elif codec in ("latin_1", "utf_8"):
+            try:
+                text = value.decode(codec)
+            except UnicodeDecodeError:
+                return None
+        else:
+            return None
+        header[keyword] = text.rstrip("\x00 ").lstrip(" ")
+    return header
+
+
+@functools.lru_cache(maxsize=64)
+def _little_endian_encoding(transfer_syntax: str) -> bool | None:
+    """True for Implicit VR Little Endian, False for an Explicit VR Little Endian encoding (compressed
+    syntaxes included: only their pixel data is encapsulated), None otherwise (big endian, deflated)."""
+    ts = UID(transfer_syntax)
+    if not ts.is_transfer_syntax or not ts.is_little_endian or ts.is_deflated:
+        return None
+    return bool(ts.is_implicit_VR)
+
+
+def _wanted_tags(keywords: Iterable[str]) -> dict[int, str] | None:
+    """{tag: keyword} for a fast header scan, or None if some keyword is not a plain text attribute."""
+    wanted: dict[int, str] = {}
+    for keyword in keywords:
+        tag = tag_for_keyword(keyword)
+        if tag is None or dictionary_VR(tag) not in _TEXT_VRS:
+            return None
+        wanted[tag] = keyword
+    return wanted or None
+
+
+def _fast_transport(event: evt.Event, spool_folder: str | None = None) -> None:
+    """EVT_CONN_OPEN: pynetdicom made fast for a retrieve (see _pynetdicom_compat); large received data
+    sets spool to ``spool_folder`` (the destination: same disk, so no memory and no other disk)."""
+    try:
+        enabled = install_fast_transport(event.assoc, spool_folder=spool_folder)
+        LOG.debug("Fast transport: %s", ", ".join(enabled) or "off")
+    except Exception:  # noqa: BLE001 - an optimisation must never cost the association
+        LOG.warning("Could not install the fast transport; using pynetdicom's own", exc_info=True)
+
+
+def _decode_identifier(stream: Any, transfer_syntax: str, wanted: dict[int, str] | None) -> Any:
+    """A C-FIND match: ``scan_header``'s dict when ``wanted`` and it can; else pydicom's Dataset (None
+    when it does not decode, which pynetdicom would have logged and skipped as well)."""
+    if wanted is not None:
+        stream.seek(0)
+        header = scan_header(stream, transfer_syntax, wanted)
+        if header is not None:
+            return header
+    ts = UID(transfer_syntax)
+    try:
+        return decode(stream, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+    except Exception:  # noqa: BLE001 - what pynetdicom does with an identifier it cannot decode
+        LOG.warning("A C-FIND match did not decode; skipped", exc_info=True)
+        return None
 
 
 def _status_code(status: Dataset | None) -> int | None:
@@ -342,6 +533,11 @@ class Retrieval:
         self._msg_id = 0
         self._last_activity = 0.0  # monotonic time of the last C-STORE received
         self.context_report: list[str] = []
+        # What the writer reads from a header (layout and manifest) and what _on_c_store checks; decoding
+        # stops after the last of them. A writer that does not say: decode up to the pixel data.
+        keywords = getattr(writer, "keywords", None)
+        self._header_keywords = frozenset(keywords) | {"SOPClassUID", "SOPInstanceUID"} if keywords else None
+        self._wanted_tags = _wanted_tags(self._header_keywords) if self._header_keywords else None
 
     # -- planning ---------------------------------------------------------------------------------
     def _plan(self) -> list[_Work]:
@@ -351,7 +547,8 @@ class Retrieval:
         if not need_find:
             return works
         try:
-            with associated(self.node, build_contexts([StudyRootQueryRetrieveInformationModelFind])) as assoc:
+            with associated(self.node, build_contexts([StudyRootQueryRetrieveInformationModelFind]),
+                            evt_handlers=[(evt.EVT_CONN_OPEN, _fast_transport)]) as assoc:
                 for work in need_find:
                     if self.cancel.cancelled:
                         break
@@ -361,14 +558,19 @@ class Retrieval:
             LOG.warning("Could not query the PACS before retrieving (%s); proposing common storage classes", exc)
         return works
 
-    def _find(self, assoc: Association, identifier: Dataset) -> list[Dataset]:
+    def _find(self, assoc: Association, identifier: Dataset, keys: Sequence[str] = ()) -> list[Any]:
+        """The matches of one C-FIND. With ``keys`` (single-valued text attributes), each match is read
+        straight from its bytes (``scan_header``) into a dict of those keys; else decoded by pydicom."""
         self._msg_id += 1
+        wanted = _wanted_tags(keys) if keys else None
         rows = []
-        for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind,
-                                            msg_id=self._msg_id):
-            info = describe(_status_code(status))
-            if info.category is Category.PENDING and ds is not None:
-                rows.append(ds)
+        for code, stream, ts in lean_find(assoc, identifier, StudyRootQueryRetrieveInformationModelFind,
+                                          self._msg_id):
+            info = describe(code)
+            if info.category is Category.PENDING and stream is not None:
+                row = _decode_identifier(stream, ts, wanted)
+                if row is not None:
+                    rows.append(row)
             elif info.category is not Category.PENDING:
                 if info.category is Category.FAILURE:
                     raise ServiceFailed(f"C-FIND failed: {info}", stage="plan")
@@ -432,10 +634,10 @@ class Retrieval:
             ident.SeriesInstanceUID = series_uid
             ident.SOPInstanceUID = ""
             ident.SOPClassUID = ""
-            for ds in self._find(assoc, ident):
-                uid = str(ds.get("SOPInstanceUID", ""))
+            for ds in self._find(assoc, ident, keys=("SOPInstanceUID", "SOPClassUID")):
+                uid = str(ds.get("SOPInstanceUID") or "")
                 if uid and (not wanted or uid in wanted):
-                    found.append((series_uid, uid, str(ds.get("SOPClassUID", ""))))
+                    found.append((series_uid, uid, str(ds.get("SOPClassUID") or "")))
         return found
 
     # -- the C-STORE sub-operations -----------------------------------------------------------------
@@ -483,14 +685,18 @@ class Retrieval:
             ts = str(event.context.transfer_syntax)
             stream = request.DataSet
             stream.seek(0)
+            header: Any = None
+            if self._wanted_tags is not None:
+                header = scan_header(stream, ts, self._wanted_tags)
             try:
-                header = read_header(stream, ts)
-            except (InvalidDicomError, EOFError, ValueError, KeyError) as exc:
-                return self._fail(outcome, uid, STORE_CANNOT_UNDERSTAND, f"the data set does not decode: {exc}")
+                if header is None:
+                    header = read_header(stream, ts, self._header_keywords)
+            except UndecodableDataset as exc:
+                return self._fail(outcome, uid, STORE_CANNOT_UNDERSTAND, str(exc))
             sop_class = str(request.AffectedSOPClassUID)
             warning = None
             if header.get("SOPClassUID") not in (None, "", sop_class):
-                warning = f"the data set says SOP class {header.SOPClassUID}, the request {sop_class}"
+                warning = f"the data set says SOP class {header.get('SOPClassUID')}, the request {sop_class}"
             # The file is named after the UID the PACS announced: the one the counts refer to.
             stored = self.writer.store(header=header, sop_class_uid=sop_class, sop_instance_uid=uid,
                                        transfer_syntax=ts, source=stream, source_ae_title=self.node.ae_title)
@@ -612,29 +818,25 @@ class Retrieval:
                                      and outcome.status.category is not Category.PENDING):
                 outcome.remaining = outcome.remaining if outcome.cancelled else 0
             self._check_counts(outcome)
+            self._sync(outcome)
             self.listener.progress(self._snapshot(outcome))
             self.listener.request_finished(outcome)
+
+    def _sync(self, outcome: RequestOutcome) -> None:
+        """Flush the request's files to the disk before saying it is done (one flush, not one per file)."""
+        try:
+            self.writer.sync()
+        except StorageError as exc:
+            outcome.error = outcome.error or f"the received files could not be flushed to the disk: {exc}"
 
     def run(self) -> RetrievalSummary:
         """Plan, then run every request on as few associations as the context limit allows."""
         started = time.monotonic()
         summary = RetrievalSummary(str(self.writer.dest), [])
         try:
-            works = self._plan()
-            summary.outcomes = [w.outcome for w in works]
-            pending = [w for w in works if w.identifiers]
-            for work in works:
-                if not work.identifiers:
-                    work.outcome.attempted = True
-                    work.outcome.status = describe(0)
-                    work.outcome.remaining = 0
-                    self.listener.request_finished(work.outcome)
-            for plan, batch in self._group(pending):
-                if self.cancel.cancelled:
-                    break
-                self._run_batch(plan, batch)
-                if any(w.outcome.error and w.outcome.status is None for w in batch):
-                    break  # the association died: the rest stay not attempted, and say so
+            # Files are fsynced together at the end of each request, not one by one (StudyWriter).
+            with self.writer.deferred_sync():
+                self._run_all(summary)
         except PacsPullError as exc:
             summary.error = exc
         finally:
@@ -647,6 +849,23 @@ class Retrieval:
                 summary.error = self._service_error(summary)
             self.listener.finished(summary)
         return summary
+
+    def _run_all(self, summary: RetrievalSummary) -> None:
+        works = self._plan()
+        summary.outcomes = [w.outcome for w in works]
+        pending = [w for w in works if w.identifiers]
+        for work in works:
+            if not work.identifiers:
+                work.outcome.attempted = True
+                work.outcome.status = describe(0)
+                work.outcome.remaining = 0
+                self.listener.request_finished(work.outcome)
+        for plan, batch in self._group(pending):
+            if self.cancel.cancelled:
+                break
+            self._run_batch(plan, batch)
+            if any(w.outcome.error and w.outcome.status is None for w in batch):
+                break  # the association died: the rest stay not attempted, and say so
 
     def _service_error(self, summary: RetrievalSummary) -> PacsPullError | None:
         """Map the worst request outcome onto the error the CLI reports (exit 3 or 4)."""
@@ -682,7 +901,8 @@ class Retrieval:
 
     def _run_batch(self, plan: ContextPlan, batch: list[_Work]) -> None:
         assoc = open_association(self.node, plan.contexts, ext_neg=plan.roles,
-                                 evt_handlers=[(evt.EVT_C_STORE, self._on_c_store)])
+                                 evt_handlers=[(evt.EVT_C_STORE, self._on_c_store),
+                                               (evt.EVT_CONN_OPEN, _fast_transport, [str(self.writer.dest)])])
         try:
             results = context_results(assoc, scp_roles=plan.sop_classes)
             rejected = [r.describe() for r in results if not r.accepted or r.scp_role is False]

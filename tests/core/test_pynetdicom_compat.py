@@ -1,20 +1,413 @@
-"""Fails loudly when a pynetdicom upgrade moves the internals core/_pynetdicom_compat.py relies on."""
+"""Fails loudly when a pynetdicom upgrade moves the internals core/_pynetdicom_compat.py relies on.
+
+Two kinds of test: the internals are where the module expects them (attributes, and the few lines of
+pynetdicom source whose behaviour the fast transport assumes), and the fast transport works end to end
+on a real association.
+"""
 
 from __future__ import annotations
 
+import inspect
 import queue
+import socket
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-from pynetdicom import AE
+import pynetdicom
+import pytest
+from pynetdicom import AE, evt
+from pynetdicom import dul as dul_module
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import AssociationSocket
 
-from pacspull.core._pynetdicom_compat import wake_response_wait
+from pacspull.core import _pynetdicom_compat as compat
+from pacspull.core._pynetdicom_compat import install_fast_transport, wake_response_wait
+
+# The range pyproject.toml pins pynetdicom to ("pynetdicom>=3.0.4,<3.1"); widen both together after
+# running these tests and the benchmark against the new version.
+TESTED = ((3, 0, 4), (3, 1, 0))
+
+
+def _requestor() -> Association:
+    ae = AE()
+    ae.add_requested_context(Verification)
+    return Association(ae, mode="requestor")
+
+
+def test_pynetdicom_version_is_in_the_tested_range() -> None:
+    version = tuple(int(part) for part in pynetdicom.__version__.split(".")[:3])
+    assert TESTED[0] <= version < TESTED[1], (
+        f"pynetdicom {pynetdicom.__version__} is outside the tested range: run tests/core/"
+        "test_pynetdicom_compat.py and benchmarks/run.py against it, then widen the pin")
 
 
 def test_dimse_message_queue_is_where_we_expect() -> None:
-    ae = AE()
-    ae.add_requested_context("1.2.840.10008.1.1")
-    from pynetdicom.association import Association
-
-    assoc = Association(ae, mode="requestor")
+    assoc = _requestor()
     assert isinstance(assoc.dimse.msg_queue, queue.Queue)
     wake_response_wait(assoc)
     assert assoc.dimse.get_msg(block=False) == (None, None)
+
+
+# --------------------------------------------------------------------------------------------------
+# what the fast transport assumes about pynetdicom
+
+
+def test_dul_idle_sleep_is_a_module_level_time_sleep_of_the_run_loop_delay() -> None:
+    # The whole hook: the DUL loop sleeps through ``pynetdicom.dul.time.sleep(self._run_loop_delay)``
+    # when it found nothing to do, and only then.
+    source = inspect.getsource(DULServiceProvider.run_reactor)
+    assert "time.sleep(self._run_loop_delay)" in source
+    assert source.count("time.sleep(") == 1
+    assert hasattr(dul_module, "time") and callable(dul_module.time.sleep)
+    assert _requestor().dul._run_loop_delay == pytest.approx(0.001)
+
+
+def test_dul_work_sources_are_the_queues_we_wake_on() -> None:
+    # Whatever makes the DUL loop do something comes from the socket, to_provider_queue (peeked) or
+    # event_queue; a kill sets _kill_thread (stop_dul only in state Sta1).
+    source = inspect.getsource(DULServiceProvider.run_reactor)
+    for needle in ("self._process_recv_primitive()", "self._is_transport_event()",
+                   "self.event_queue.get(block=False)", "self._kill_thread"):
+        assert needle in source, needle
+    assert "self.to_provider_queue.queue[0]" in inspect.getsource(DULServiceProvider._process_recv_primitive)
+    stop = inspect.getsource(DULServiceProvider.stop_dul)
+    assert 'current_state == "Sta1"' in stop and "self._kill_thread = True" in stop
+    assert "self._kill_thread = True" in inspect.getsource(DULServiceProvider.kill_dul)
+    dul = _requestor().dul
+    assert isinstance(dul, threading.Thread)
+    assert isinstance(dul.to_provider_queue, queue.Queue) and isinstance(dul.event_queue, queue.Queue)
+    assert dul.state_machine.current_state == "Sta1"
+    assert dul._kill_thread is False
+
+
+def test_pdus_are_read_through_the_association_sockets_recv() -> None:
+    source = inspect.getsource(DULServiceProvider._read_pdu_data)
+    assert "self.socket.recv(6)" in source and "self.socket.recv(pdu_length)" in source
+    assert "def recv(self, nr_bytes: int) -> bytearray" in inspect.getsource(AssociationSocket.recv)
+    # The ``socket`` attribute is the connected socket.socket (an SSLSocket with TLS), or None.
+    assert "self.socket = client_socket" in inspect.getsource(AssociationSocket.__init__)
+
+
+# --------------------------------------------------------------------------------------------------
+# the parts, alone
+
+
+class _FakeSocket:
+    """recv_into hands out at most ``step`` bytes at a time; records setsockopt calls."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step, self.options = data, step, 0
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        assert (level, option, value) == (socket.IPPROTO_TCP, compat.TCP_QUICKACK, 1)
+        self.options += 1
+
+    def recv_into(self, view: memoryview) -> int:
+        count = min(len(view), self.step, len(self.data))
+        view[:count] = self.data[:count]
+        self.data = self.data[count:]
+        return count
+
+
+@pytest.mark.parametrize("quickack", [False, True])
+def test_fast_recv_reads_exactly_the_bytes_asked_for(quickack: bool) -> None:
+    if quickack and compat.TCP_QUICKACK is None:
+        pytest.skip("no TCP_QUICKACK on this platform")
+    payload = bytes(range(256)) * 40
+    fake = _FakeSocket(payload + b"next PDU", step=1000)
+    recv = compat._fast_recv(SimpleNamespace(socket=fake), quickack)
+    got = recv(len(payload))
+    assert isinstance(got, bytearray) and got == payload
+    assert fake.data == b"next PDU"
+    assert fake.options == (11 if quickack else 0)  # once before every receive
+
+
+def test_fast_recv_returns_what_arrived_when_the_peer_closes() -> None:
+    recv = compat._fast_recv(SimpleNamespace(socket=_FakeSocket(b"abc", step=2)), False)
+    assert recv(6) == bytearray(b"abc")
+
+
+def test_dul_time_sleeps_normally_on_other_threads() -> None:
+    proxy = compat._DulTime(time)
+    assert proxy.monotonic is time.monotonic
+    start = time.perf_counter()
+    proxy.sleep(0.02)
+    assert time.perf_counter() - start >= 0.015
+
+
+# --------------------------------------------------------------------------------------------------
+# end to end, against an in-process pynetdicom SCP
+
+
+@pytest.fixture
+def echo_scp() -> Any:
+    ae = AE(ae_title="ECHO_SCP")
+    ae.add_supported_context(Verification)
+    server = ae.start_server(("127.0.0.1", 0), block=False)
+    try:
+        yield server.server_address
+    finally:
+        server.shutdown()
+
+
+def _associate(address: tuple[str, int], fast: bool) -> Association:
+    ae = AE(ae_title="COMPAT")
+    ae.add_requested_context(Verification)
+    installed: list[tuple[str, ...]] = []
+    handlers = [(evt.EVT_CONN_OPEN, lambda event: installed.append(install_fast_transport(event.assoc)))]
+    assoc = ae.associate(address[0], address[1], ae_title="ECHO_SCP", evt_handlers=handlers if fast else [])
+    assert assoc.is_established
+    if fast:
+        assert installed and "event_driven" in installed[0] and "recv_into" in installed[0]
+    return assoc
+
+
+def test_fast_transport_echoes_idles_quietly_and_releases_promptly(
+        echo_scp: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    assoc = _associate(echo_scp, fast=True)
+    try:
+        assert isinstance(dul_module.time, compat._DulTime)
+        assert getattr(assoc.dul, compat._WAIT_ATTR, None) is not None
+        for _ in range(20):
+            assert assoc.send_c_echo().Status == 0x0000
+        # Idle: the DUL thread waits in select() (50 ms at a time) instead of waking every millisecond.
+        waits = []
+        real_select = compat.select.select
+
+        def counting_select(*args: Any) -> Any:
+            if threading.current_thread() is assoc.dul:  # (the SCP's threads use select too)
+                waits.append(time.perf_counter())
+            return real_select(*args)
+
+        monkeypatch.setattr(compat.select, "select", counting_select)
+        time.sleep(0.5)
+        monkeypatch.setattr(compat.select, "select", real_select)
+        assert 1 <= len(waits) <= 20, f"{len(waits)} wake-ups in 0.5 s idle"
+        # A request from this thread wakes the DUL at once: an echo takes far less than the 50 ms poll.
+        start = time.perf_counter()
+        for _ in range(10):
+            assoc.send_c_echo()
+        assert (time.perf_counter() - start) / 10 < 0.02
+    finally:
+        start = time.perf_counter()
+        assoc.release()
+        released = time.perf_counter() - start
+        assoc.ae.shutdown()
+    assert assoc.is_released
+    assert released < 0.5
+    assoc.dul.join(2)
+    assert not assoc.dul.is_alive()
+
+
+def test_plain_associations_in_the_same_process_keep_pynetdicoms_behaviour(echo_scp: tuple[str, int]) -> None:
+    fast = _associate(echo_scp, fast=True)
+    plain = _associate(echo_scp, fast=False)
+    try:
+        assert getattr(plain.dul, compat._WAIT_ATTR, None) is None
+        assert plain.send_c_echo().Status == 0x0000
+        assert fast.send_c_echo().Status == 0x0000
+    finally:
+        for assoc in (fast, plain):
+            assoc.release()
+            assoc.ae.shutdown()
+
+
+def test_abort_from_another_thread_ends_a_fast_association(echo_scp: tuple[str, int]) -> None:
+    assoc = _associate(echo_scp, fast=True)
+    try:
+        threading.Thread(target=assoc.abort).start()
+        deadline = time.monotonic() + 2
+        while not assoc.is_aborted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert assoc.is_aborted
+    finally:
+        assoc.ae.shutdown()
+    assoc.dul.join(2)
+    assert not assoc.dul.is_alive()
+
+
+def test_standard_log_handlers_are_the_ones_bound_by_default() -> None:
+    source = inspect.getsource(Association._bind_defaults)
+    for event, handler in compat._STANDARD_LOG_HANDLERS:
+        assert f"self.bind({event_name(event)}, {handler.__name__})" in source
+    # The C-STORE one copies the whole data set to print "Present": the reason to unbind it.
+    assert "msg.data_set.getvalue()" in inspect.getsource(pynetdicom._handlers._recv_c_store_rq)
+
+
+def event_name(event: Any) -> str:
+    return "evt." + next(name for name in dir(evt) if getattr(evt, name) is event)
+
+
+@pytest.mark.parametrize("level", ["WARNING", "INFO"])
+def test_log_handlers_are_unbound_only_while_pynetdicoms_log_is_off(
+        echo_scp: tuple[str, int], level: str) -> None:
+    import logging
+
+    logger = logging.getLogger("pynetdicom")
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        assoc = _associate(echo_scp, fast=True)
+    finally:
+        logger.setLevel(before)
+    try:
+        bound = [handler for event, _ in compat._STANDARD_LOG_HANDLERS
+                 for handler, _args in assoc.get_handlers(event)]
+        standard = [handler for _, handler in compat._STANDARD_LOG_HANDLERS]
+        if level == "INFO":
+            assert all(handler in bound for handler in standard)
+        else:
+            assert not any(handler in bound for handler in standard)
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
+        assoc.ae.shutdown()
+
+
+# --------------------------------------------------------------------------------------------------
+# the lean C-STORE path: byte for byte what pynetdicom would send and read
+
+
+def _encoded_command(primitive: Any) -> bytes:
+    from pynetdicom.dimse import DIMSEServiceProvider  # noqa: F401 - the module pairs primitives/messages
+    from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
+
+    message = (C_STORE_RSP if primitive.MessageIDBeingRespondedTo is not None else C_STORE_RQ)()
+    message.primitive_to_message(primitive)
+    pdata = next(message.encode_msg(1, 0))
+    (context_id, pdv), = pdata.presentation_data_value_list
+    assert context_id == 1 and pdv[0] & 0x03 == 0x03
+    return pdv[1:]
+
+
+@pytest.mark.parametrize("status", [0x0000, 0xA700, 0xC210, 0xB007])
+@pytest.mark.parametrize("uid", ["1.2.3", "1.2.34", "2.25.1234567890123456789"])
+def test_store_response_is_byte_for_byte_pynetdicoms(status: int, uid: str) -> None:
+    from pynetdicom.dimse_primitives import C_STORE
+
+    response = C_STORE()
+    response.MessageIDBeingRespondedTo = 7
+    response.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    response.AffectedSOPInstanceUID = uid
+    response.Status = status
+    assert compat.encode_store_response(7, "1.2.840.10008.5.1.4.1.1.2", uid, status) == _encoded_command(response)
+
+
+def test_store_request_command_set_parses_as_pynetdicom_encodes_it() -> None:
+    from pynetdicom.dimse_primitives import C_STORE
+
+    request = C_STORE()
+    request.MessageID = 12
+    request.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    request.AffectedSOPInstanceUID = "1.2.3.4.5"
+    request.Priority = 2
+    request.MoveOriginatorApplicationEntityTitle = "MOVER"
+    request.MoveOriginatorMessageID = 3
+    from io import BytesIO
+
+    request.DataSet = BytesIO(b"\x08\x00\x18\x00UI\x02\x001\x00")
+    fields = compat.parse_command_set(_encoded_command(request))
+    assert fields is not None
+    assert fields[0x0100] == 0x0001 and fields[0x0110] == 12 and fields[0x0700] == 2
+    assert fields[0x0002] == "1.2.840.10008.5.1.4.1.1.2" and fields[0x1000] == "1.2.3.4.5"
+    assert fields[0x1030] == "MOVER" and fields[0x1031] == 3 and fields[0x0800] != 0x0101
+    assert set(fields) <= compat._STORE_REQUEST_TAGS
+
+
+def test_command_sets_that_do_not_parse_are_refused() -> None:
+    assert compat.parse_command_set(b"\x00\x00\x00\x01\xff\xff\xff\xff") is None  # length past the end
+    assert compat.parse_command_set(b"\x08\x00\x18\x00\x02\x00\x00\x00ab") is None  # not group 0000
+    assert compat.parse_command_set(b"\x00\x00\x00\x01\x03\x00\x00\x00abc") is None  # US of 3 bytes
+
+
+def test_pdvs_split_as_pynetdicom_decodes_them() -> None:
+    from pynetdicom.pdu import P_DATA_TF
+
+    from pynetdicom.pdu_primitives import P_DATA
+
+    pdu = P_DATA_TF()
+
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = [[1, b"\x03" + b"c" * 10], [3, b"\x00" + b"d" * 5], [3, b"\x02e"]]
+    pdu.from_primitive(primitive)
+    encoded = pdu.encode()
+    assert encoded[0] == 0x04
+    pdvs = compat._split_pdvs(bytearray(encoded[6:]))
+    assert [[cx, bytes(data)] for cx, data in pdvs] == primitive.presentation_data_value_list
+    assert compat._split_pdvs(bytearray(encoded[6:-1])) is None  # cut short: malformed
+
+
+def test_spool_moves_a_large_data_set_to_a_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import os
+
+    monkeypatch.setattr(compat.SETTINGS, "spool_bytes", 1000)
+    spool = compat.Spool(str(tmp_path))
+    assert isinstance(spool, io.BytesIO)  # what pynetdicom's C_STORE.DataSet insists on
+    data = os.urandom(5000)
+    for start in range(0, len(data), 700):
+        spool.write(memoryview(data)[start:start + 700])
+    assert spool.spooled and spool.tell() == len(data)
+    spool.seek(0)
+    assert spool.read(10) == data[:10] and spool.getvalue() == data and spool.tell() == 10
+    assert os.fstat(spool.fileno()).st_size == len(data)
+    with pytest.raises(ValueError):
+        spool.getbuffer()
+    assert list(tmp_path.iterdir()) == []  # an unnamed file: nothing to clean up, even after a crash
+    small = compat.Spool(str(tmp_path))
+    small.write(b"abc")
+    assert not small.spooled and small.getvalue() == b"abc"
+
+
+def test_lean_find_relies_on_send_c_find_calling_the_wrapper_on_the_instance() -> None:
+    source = inspect.getsource(Association.send_c_find)
+    assert "return self._wrap_find_responses(transfer_syntax, query_model)" in source
+    assert "self._reactor_checkpoint.clear()" in source
+    wrapper = inspect.getsource(Association._wrap_find_responses)
+    assert "self._reactor_checkpoint.set()" in wrapper and "self._handle_no_response()" in wrapper
+    assert "self._c_store_scp(rsp)" in inspect.getsource(Association._wrap_get_move_responses)
+    assert "self.dimse.get_msg(block=True)" in inspect.getsource(Association._wrap_get_move_responses)
+
+
+@pytest.mark.parametrize("switch", ["all", "no_pump", "no_fast_pdus", "no_fast_store", "none"])
+def test_a_retrieve_stores_every_instance_identically_whatever_is_switched_on(
+        switch: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo PACS (pynetdicom) sends a CT study with one RLE instance; every file must be the sample's
+    data set byte for byte, with every combination of the fast transport's parts."""
+    from pacspull.core import samples
+    from pacspull.core.demo_pacs import DemoPacs
+    from pacspull.core.get import Retrieval, RetrieveRequest
+    from pacspull.core.nodes import Node
+    from pacspull.core.storage import StudyWriter
+
+    off = {"all": (), "no_pump": ("pump",), "no_fast_pdus": ("fast_pdus",), "no_fast_store": ("fast_store",),
+           "none": ("event_driven", "recv_into", "quickack", "quiet_logging", "fast_store")}[switch]
+    for name in off:
+        monkeypatch.setattr(compat.SETTINGS, name, False)
+    monkeypatch.setattr(compat.SETTINGS, "spool_bytes", 20_000)  # some instances spool to a file too
+    files = samples.write_sample_data(tmp_path / "samples")
+    study = next(s for s in samples.sample_studies() if s.accession_number == "ACC-24-0001")
+    with DemoPacs(files=files) as pacs:
+        node = Node(name="demo", ae_title=pacs.ae_title, host="127.0.0.1", port=pacs.port)
+        summary = Retrieval(node, [RetrieveRequest(study.study_instance_uid)], StudyWriter(tmp_path / "out")).run()
+    assert summary.ok, summary.to_json()
+    stored = {p.name: p for p in (tmp_path / "out").rglob("*.dcm")}
+    assert len(stored) == summary.total("completed") == sum(len(s.instances) for s in study.series)
+    from pydicom import dcmread
+
+    sources = {dcmread(f, stop_before_pixels=True).SOPInstanceUID: f for f in files}
+    for path in stored.values():
+        source = sources[dcmread(path, stop_before_pixels=True).SOPInstanceUID]
+        assert _data_set(path) == _data_set(source)
+
+
+def _data_set(path: Any) -> bytes:
+    """A Part-10 file's bytes after its File Meta group."""
+    data = Path(path).read_bytes()
+    assert data[128:132] == b"DICM"
+    return data[144 + int.from_bytes(data[140:144], "little"):]
