@@ -811,15 +811,34 @@ def _unbind_silent_log_handlers(assoc: Association) -> bool:
 # receiving
 
 
-def _fast_recv(asock: Any, quickack: bool) -> Callable[[int], bytearray]:
+# A PDU may not exceed the maximum length we announced (PS3.8 9.3.1); an A-ASSOCIATE-AC is small
+# whatever we announced. With "no limit" announced, this still bounds what one PDU can make us allocate.
+_PDU_FLOOR = 1 << 16
+_PDU_UNLIMITED_CAP = 1 << 28
+
+
+def pdu_limit(announced: int | None) -> int:
+    """The most bytes one PDU read may ask for, given the maximum PDU length we announced (0: none)."""
+    return _PDU_UNLIMITED_CAP if not announced else max(announced, _PDU_FLOOR) + 6
+
+
+def _fast_recv(asock: Any, quickack: bool, limit: int = _PDU_UNLIMITED_CAP) -> Callable[[int], bytearray]:
     """``AssociationSocket.recv``: read exactly ``nr_bytes`` (fewer only if the peer closed). Bytes put
-    back with ``asock.unread`` (a PDU header read by the fast PDU path) are returned first."""
+    back with ``asock.unread`` (a PDU header read by the fast PDU path) are returned first.
+
+    A request beyond ``limit`` (a PDU length the peer declared, e.g. 4 GiB) is refused as a closed
+    connection before anything is allocated: pynetdicom then aborts the association.
+    """
     pushed = bytearray()
 
     def unread(data: bytes | bytearray) -> None:
         pushed[:0] = data
 
     def recv(nr_bytes: int) -> bytearray:
+        if nr_bytes > limit:
+            LOGGER.error("The peer declared a PDU of %d bytes, more than the %d we accept: aborting",
+                         nr_bytes, limit)
+            raise OSError(f"PDU length {nr_bytes} exceeds the maximum {limit}")
         sock = asock.socket
         buffer = bytearray(nr_bytes)
         got = 0
@@ -859,7 +878,8 @@ def install_fast_transport(assoc: Association, *, spool_folder: str | None = Non
     enabled = []
     quickack = SETTINGS.quickack and TCP_QUICKACK is not None
     if SETTINGS.recv_into or quickack:
-        asock.recv = _fast_recv(asock, quickack)  # type: ignore[method-assign]
+        limit = pdu_limit(getattr(assoc.requestor, "maximum_length", None))
+        asock.recv = _fast_recv(asock, quickack, limit)  # type: ignore[method-assign]
         enabled.append("recv_into")
         if quickack:
             enabled.append("quickack")

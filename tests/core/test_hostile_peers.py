@@ -278,3 +278,30 @@ def test_malformed_answers_to_associate(payload: bytes) -> None:
     finally:
         thread.join(5)
         server.close()
+
+
+def test_a_declared_4_gib_pdu_is_refused_before_any_allocation(scp: Callable[..., Scp], tmp_path: Path) -> None:
+    """A PACS that announces a P-DATA PDU of 4 GiB: the client aborts instead of trying to hold it."""
+    import resource
+
+    def handle(event: Any) -> Iterator[Any]:
+        event.assoc.dul.socket.socket.sendall(b"\x04\x00\xff\xff\xff\xff" + b"\x00" * 4096)
+        yield 0
+
+    server = scp([(evt.EVT_C_GET, handle)], storage_scu=True)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    summary = Retrieval(node(server.port), [RetrieveRequest("1.2.3", sop_classes=(CTImageStorage,))],
+                        StudyWriter(tmp_path)).run()
+    assert time.monotonic() - start < 10
+    assert summary.exit_code == 3 and summary.outcomes[0].error
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 256, f"peak RSS grew {grown_mb:.0f} MB"
+
+
+def test_pdu_limit_follows_what_we_announced() -> None:
+    from pacspull.core._pynetdicom_compat import pdu_limit
+
+    assert pdu_limit(131072) == 131072 + 6
+    assert pdu_limit(4096) == (1 << 16) + 6  # an A-ASSOCIATE-AC may exceed a tiny announced maximum
+    assert pdu_limit(0) == 1 << 28
