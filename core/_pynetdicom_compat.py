@@ -192,6 +192,8 @@ def _idle_wait(asock: Any, waker: _Waker, fallback: float) -> None:
     pump = getattr(asock, "pump", None)
     if pump is not None and pump.active:
         sock = None  # another thread reads the socket now: wait for a wake-up only
+    elif getattr(asock, "unread_pending", None) is not None and asock.unread_pending():
+        return  # bytes put back for the DUL thread: no waiting
     if sock is not None:
         try:
             if ssl is not None and isinstance(sock, ssl.SSLSocket) and sock.pending():
@@ -576,6 +578,7 @@ class _PduReader:
         self.receiver = receiver
         self.original = assoc.dul._read_pdu_data
         self.asock = assoc.dul.socket
+        self.handed_over = False  # a PDU left for the DUL thread (see _hand_over)
 
     def _eligible_handlers(self) -> bool:
         return (not self.assoc.get_handlers(evt.EVT_DATA_RECV)
@@ -597,7 +600,7 @@ class _PduReader:
             return self._closed()
         if len(head) < 6 or head[0] != 0x04:
             asock.unread(head)  # not a complete P-DATA-TF header: pynetdicom reads (and judges) it
-            return self.original()
+            return self._hand_over()
         length = struct.unpack_from(">I", head, 2)[0]
         try:
             body = asock.recv(length)
@@ -608,9 +611,18 @@ class _PduReader:
         pdvs = _split_pdvs(body)
         if pdvs is None:  # malformed: let pynetdicom decode it and say so
             asock.unread(bytes(head) + bytes(body))
-            return self.original()
+            return self._hand_over()
         if not self.receiver.feed(pdvs):
             self.receiver.original_pdvs(pdvs)
+        return None
+
+    def _hand_over(self) -> None:
+        """pynetdicom's own reading of the PDU just put back. On the DUL thread: now. On a pumping thread:
+        later, by the DUL thread (pynetdicom queues a PDU's event before the PDU itself, which only works
+        when the thread that reads is the one that handles the event)."""
+        if threading.current_thread() is self.dul:
+            return self.original()
+        self.handed_over = True
         return None
 
     def _closed(self) -> None:
@@ -648,10 +660,14 @@ class _Pump:
         assoc.dimse.msg_queue.put = put  # type: ignore[method-assign]
 
     def transport_event(self) -> bool:
-        """The DUL's ``_is_transport_event``: leave the socket to a pumping thread."""
+        """The DUL's ``_is_transport_event``: leave the socket to a pumping thread; read what a pumping
+        thread put back for it (select() cannot see those bytes)."""
         if self.active or not self.read_lock.acquire(blocking=False):
             return False
         try:
+            if self.asock.unread_pending() and self.dul.state_machine.current_state != "Sta13":
+                self.dul._read_pdu_data()
+                return True
             return bool(self.original_transport_event())
         finally:
             self.read_lock.release()
@@ -681,10 +697,7 @@ class _Pump:
                     return None, None  # what pynetdicom's get_msg answers after the DIMSE timeout
                 if not self.active:
                     self._stop()
-                    try:
-                        return msg_queue.get(block=True, timeout=remaining)
-                    except queue.Empty:
-                        return None, None
+                    return self._wait_queue(remaining)
                 sock = self.asock.socket
                 try:
                     ready, _, _ = select.select([sock, self.waker.reader], [], [],
@@ -707,8 +720,34 @@ class _Pump:
                         if still:
                             self.reader()
                             self.dul._idle_timer.restart()
+                if self.reader.handed_over:  # not a P-DATA PDU: the DUL thread reads and handles it
+                    self.reader.handed_over = False
+                    self._stop()
+                    waker = getattr(self.dul, "_pacspull_waker", None)
+                    if waker is not None:
+                        waker.wake()
+                    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    try:
+                        return msg_queue.get(block=True, timeout=remaining)
+                    except queue.Empty:
+                        return None, None
         finally:
             self._stop()
+
+    def _wait_queue(self, remaining: float | None) -> Any:
+        """Wait for a queued message, but give up at once when the association is gone: a DUL that
+        stopped after an abort queues nothing more, and waiting out the DIMSE timeout would report a
+        peer's abort as a 60 s stall."""
+        deadline = None if remaining is None else time.monotonic() + remaining
+        while True:
+            step = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if step <= 0:
+                return None, None
+            try:
+                return self.dimse.msg_queue.get(block=True, timeout=step)
+            except queue.Empty:
+                if not self.dul.is_alive() or self.assoc.is_aborted:
+                    return None, None
 
     def _stop(self) -> None:
         # The DUL thread watches the socket again from its next idle wait (at most ``idle_poll`` away; any
@@ -862,6 +901,7 @@ def _fast_recv(asock: Any, quickack: bool, limit: int = _PDU_UNLIMITED_CAP) -> C
         return buffer
 
     asock.unread = unread
+    asock.unread_pending = lambda: len(pushed)
     return recv
 
 
@@ -875,7 +915,9 @@ def install_fast_transport(assoc: Association, *, spool_folder: str | None = Non
     asock = assoc.dul.socket
     if asock is None or asock.socket is None:
         return ()
-    enabled = []
+    if getattr(assoc, "_pacspull_fast", None) is not None:
+        return assoc._pacspull_fast  # installed already (another EVT_CONN_OPEN handler did it)
+    enabled: list[str] = []
     quickack = SETTINGS.quickack and TCP_QUICKACK is not None
     if SETTINGS.recv_into or quickack:
         limit = pdu_limit(getattr(assoc.requestor, "maximum_length", None))
@@ -891,4 +933,5 @@ def install_fast_transport(assoc: Association, *, spool_folder: str | None = Non
     if SETTINGS.fast_store:
         _fast_store(assoc, spool_folder)
         enabled.append("fast_store")
-    return tuple(enabled)
+    assoc._pacspull_fast = tuple(enabled)
+    return assoc._pacspull_fast

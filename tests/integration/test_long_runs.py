@@ -103,11 +103,23 @@ def cli_get(peer: Any, out: Path, *extra: str) -> subprocess.Popen[str]:
 
 
 def peak_rss_mb_of(proc: subprocess.Popen[str]) -> tuple[dict[str, Any], float]:
-    """Wait for ``proc``; return its JSON summary and its peak RSS (from wait4)."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    """Wait for ``proc``; return its JSON summary and its peak RSS in MB.
+
+    Read as VmHWM from /proc while it runs: wait4's ru_maxrss would count the pytest process it was
+    forked from (the high-water mark survives exec), which after a long suite is hundreds of MB.
+    """
+    peak_kb = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
     out = proc.stdout.read() if proc.stdout else ""
-    return json.loads(out), usage.ru_maxrss / 1024
+    return json.loads(out), peak_kb / 1024
 
 
 def check_complete(peer: Any, files: dict[str, Path], out: Path) -> None:
