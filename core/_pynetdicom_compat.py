@@ -1,58 +1,60 @@
 """Every reach into pynetdicom's private internals, in one place, each covered by a test.
 
-pynetdicom's version is pinned to a tested range in pyproject.toml; tests/core/test_pynetdicom_compat.py
-fails loudly if an upgrade moves what is used here.
+pynetdicom is pinned to the tested range ``pynetdicom>=3.0.4,<3.1``; tests/core/test_pynetdicom_compat.py
+fails loudly if an upgrade moves what is used here: the attributes, and the few lines of pynetdicom
+source whose behaviour this module assumes.
 
-Besides ``wake_response_wait``, this module holds the *fast transport* that ``install_fast_transport``
-puts on an association's socket once it is connected (PacsPull's EVT_CONN_OPEN handler calls it):
+``wake_response_wait`` wakes a thread waiting for a DIMSE message; ``lean_find`` is ``send_c_find``
+without the per-response work; ``install_fast_transport`` makes a connected association fast (PacsPull's
+EVT_CONN_OPEN handlers call it: core.association for every association, core.get again with a spool
+folder, which wins). Its parts, each switchable in ``SETTINGS`` (benchmarks/levers.py measures each):
 
-* **Event-driven DUL reactor.** pynetdicom's DUL thread polls: when it finds nothing to do it sleeps
-  ``_run_loop_delay`` (1 ms) and looks again. That costs up to a millisecond per message each way (a
-  C-STORE response waits for the next poll before it is sent) and wakes the CPU 1,000 times a second
-  while idle. Here the DUL thread's idle sleep waits in ``select()`` on the socket and on a wake-up
-  socket pair that is written whenever another thread queues something for the DUL (an outgoing
-  primitive, an event, a kill): zero latency, no polling. A ``select`` timeout (``idle_poll``, 50 ms)
-  stays as a safety net for the ARTIM timer. The hook is ``pynetdicom.dul.time`` replaced by a proxy
-  whose ``sleep`` does this wait on a thread that installed one, and the real ``time.sleep`` anywhere
-  else, so pynetdicom's own loop (and any fix a later version makes to it) keeps running unchanged.
-* **One receive per PDU, TCP_QUICKACK before each.** pynetdicom reads a PDU in 4 KB ``recv`` calls into a
-  growing bytearray; here one ``recv_into`` a buffer of the PDU's size. On Linux ``TCP_QUICKACK`` is set
+* **event_driven: no 1 ms polls.** pynetdicom's DUL thread sleeps ``_run_loop_delay`` (1 ms) whenever it
+  finds nothing to do, then looks again: up to a millisecond per message each way, and 1,000 wake-ups a
+  second on an idle association. Here its idle sleep waits in ``select()`` on the socket and on a
+  wake-up socket pair written whenever another thread gives the DUL work (an outgoing primitive, an
+  event, a kill); ``idle_poll`` (50 ms) stays as a safety net for the ARTIM timer. The hook is
+  ``pynetdicom.dul.time``, replaced by a proxy whose ``sleep`` does this wait on a DUL thread that has
+  one and the real ``time.sleep`` anywhere else, so pynetdicom's own loop keeps running unchanged.
+* **recv_into, quickack: one receive per PDU, TCP_QUICKACK before each.** pynetdicom reads a PDU in 4 KB
+  ``recv`` calls; here one ``recv_into`` a buffer of the PDU's size. On Linux ``TCP_QUICKACK`` is set
   before every receive: against a PACS that leaves Nagle's algorithm on (Debian's dcmtk and Orthanc
-  unless ``TCP_NODELAY=1``), each small instance otherwise waits for our delayed ACK, about 40 ms.
-  Windows and macOS have no per-socket equivalent reachable from Python (Windows' ``TcpAckFrequency`` is
-  a registry setting or a ``SIO_TCP_SET_ACK_FREQUENCY`` ioctl that ``socket.ioctl`` does not expose;
+  unless ``TCP_NODELAY=1``), each small message otherwise waits for our delayed ACK, about 40 ms.
+  Windows and macOS have no per-socket equivalent reachable from Python (Windows' ``TcpAckFrequency``
+  is a registry value, and the ``SIO_TCP_SET_ACK_FREQUENCY`` ioctl is not one ``socket.ioctl`` accepts;
   macOS has only the system-wide ``net.inet.tcp.delayed_ack`` sysctl): there it is skipped.
-
-* **Lean C-STORE sub-operations** (``fast_store``). For each instance a C-GET brings, pynetdicom decodes
-  the C-STORE request's command set into a pydicom Dataset, copies it onto a primitive attribute by
-  attribute, hands it to the retrieving thread, and encodes the response through another Dataset that
-  the DUL thread turns into a PDU: about 2 ms of Python per instance on a 2.5 GHz VM, more than the
-  rest of the retrieve. Here a C-STORE request's command set (a handful of fixed elements, Implicit VR
-  Little Endian) is parsed with ``struct`` as its PDVs arrive; the data set bytes are gathered as
-  pynetdicom would; the request still reaches the retrieving thread as pynetdicom's own ``C_STORE``
-  primitive through its message queue, and the EVT_C_STORE handler is still called through
-  ``evt.trigger``. The response, a fixed 7-element command set, is encoded with ``struct`` and written
-  to the socket by the retrieving thread itself, under a lock shared with the DUL's own sends, so it
-  leaves at once instead of waiting for the DUL thread to wake and encode it. Anything else (C-GET and
-  C-FIND responses, a C-STORE whose command set spans PDVs, chunked-to-file mode, a bound
-  EVT_DIMSE_RECV/EVT_DIMSE_SENT handler other than pynetdicom's logging ones, a non-integer status)
-  takes pynetdicom's own path.
-* **The waiting thread reads the socket itself** (``pump``). pynetdicom's DUL thread reads every PDU
-  and hands each DIMSE message to the thread blocked in ``dimse.get_msg`` (the one iterating
-  ``send_c_get``), and that thread's answer goes back through the DUL: two thread hand-offs per
-  instance, each a futex wake-up and a GIL transfer, which on a small VM cost more than the rest of the
-  work. While a thread waits in ``get_msg`` on an association in data transfer (Sta6), it now reads the
-  P-DATA PDUs itself (select on the socket, the fast PDU path above) until a message is there; the DUL
-  thread meanwhile leaves the socket alone (its idle wait watches only its wake-up socket) and still
-  gets every other PDU (release, abort) through its event queue, as before. A lock makes sure only one
-  thread reads a PDU at a time. Same thread, same order, same handler thread as before; no hand-off.
-* **No silent logging work.** pynetdicom binds its "standard" logging handlers to every association's
-  PDU and DIMSE events. They format a dozen lines per message whether or not anything is logged, and the
-  one for a received C-STORE copies the whole data set (``getvalue()``) just to print "Present": a second
-  copy of every instance in memory. When pynetdicom's logger would drop their output anyway (below
-  INFO is off, as unless the user asked for pynetdicom's log), they are unbound from the association.
-
-``SETTINGS`` switches each part on or off (benchmarks/levers.py measures what each one gains).
+* **quiet_logging: no silent logging work.** pynetdicom binds "standard" logging handlers to every
+  association's PDU and DIMSE events; they format a dozen lines per message whether or not anything is
+  logged, and the one for a received C-STORE copies the whole data set (``getvalue()``) just to print
+  "Present". While pynetdicom's logger drops INFO (unless the user asked for its log) they are unbound.
+* **fast_store: lean DIMSE.** For each instance pynetdicom decodes the C-STORE request's command set into
+  a pydicom Dataset, copies it onto a primitive attribute by attribute, and builds the response through
+  another Dataset that the DUL thread encodes; C-GET and C-FIND responses likewise. Here the command
+  sets of C-STORE requests, and of C-GET and C-FIND responses, are parsed with ``struct`` as their PDVs
+  arrive and reach the waiting thread as pynetdicom's own primitives through its message queue (the
+  EVT_C_STORE handler is still called through ``evt.trigger``); pending C-GET responses, which only
+  carry progress counts, are handed on at most every ``pending_interval``; a data set larger than
+  ``spool_bytes`` moves from memory to an unnamed temporary file in the spool folder (``Spool``), so a
+  2 GB instance costs no memory; the C-STORE response, seven fixed elements, is encoded with ``struct``
+  and written to the socket by the handling thread itself, under a lock shared with the DUL's own sends.
+  Anything else (other messages, a command set spanning PDVs, chunked-to-file mode, a bound
+  EVT_DIMSE_RECV/SENT handler other than pynetdicom's logging ones) takes pynetdicom's own path.
+* **fast_pdus: P-DATA without PDU objects.** In data transfer (Sta6) a P-DATA-TF PDU is read with one
+  receive and split into PDVs with ``struct`` (what DT-2 does, without pynetdicom's PDU, item and
+  primitive objects and their three copies of each fragment). Any other PDU goes to pynetdicom's reader.
+* **pump: no thread hand-offs.** pynetdicom's DUL thread reads every PDU and hands each message to the
+  thread blocked in ``dimse.get_msg`` (the one iterating ``send_c_get``): a futex wake-up and a GIL
+  transfer per message, which on a small VM cost more than the work itself. While a thread waits in
+  ``get_msg`` on an association in Sta6 it now reads the P-DATA PDUs itself until a message is there;
+  meanwhile the DUL thread leaves the socket alone (its idle wait watches only its wake-up socket), and
+  any other PDU (release, abort) is put back for the DUL thread to read and handle, as before. A lock
+  keeps one reader at a time. Same handler thread, same order, no hand-off. Off with TLS (decrypted
+  bytes that select() cannot see).
+* **quiet_reactor: an idle association costs nothing.** The association's own reactor thread sleeps
+  1 ms between looks at its flags whenever no service call has paused it (``time.sleep(0.001)`` in
+  ``Association._run_reactor``), 1,000 wake-ups a second while an association is open but idle. Its
+  sleep now waits up to ``idle_poll`` for a nudge: a service call pausing it (its checkpoint event is
+  cleared or set), a DIMSE message or an ACSE primitive (release, abort) queued for it.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ from typing import Any, Callable
 
 from pynetdicom import Association, _config, evt
 from pynetdicom import _handlers
+from pynetdicom import association as _association_module
 from pynetdicom import dul as _dul_module
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
@@ -101,6 +104,7 @@ class FastTransportSettings:
     fast_pdus: bool = True  # P-DATA-TF PDUs read and split by us, not through pynetdicom's PDU objects
     pending_interval: float = 0.1  # pending C-GET responses handed on at most this often (fast_store)
     pump: bool = True  # the thread waiting for a DIMSE message reads the socket itself (fast_store)
+    quiet_reactor: bool = True  # the association reactor waits for a nudge instead of 1 ms sleeps
     spool_bytes: int = 32 << 20  # a received data set larger than this moves to a temp file (fast_store)
     idle_poll: float = 0.05  # longest idle wait: a safety net only, every wake-up is signalled
 
@@ -144,6 +148,57 @@ class _DulTime(types.ModuleType):
 def _install_dul_time() -> None:
     if not isinstance(_dul_module.time, _DulTime):
         _dul_module.time = _DulTime(_dul_module.time)  # type: ignore[attr-defined]
+
+
+class _NudgedEvent(threading.Event):
+    """``Association._reactor_checkpoint``: an Event that also nudges the reactor when set or cleared
+    (a service call pausing the reactor must not wait out the reactor's longer idle wait)."""
+
+    def __init__(self, nudge: Callable[[], None], is_set: bool) -> None:
+        super().__init__()
+        self._nudge = nudge
+        if is_set:
+            super().set()
+
+    def set(self) -> None:
+        super().set()
+        self._nudge()
+
+    def clear(self) -> None:
+        super().clear()
+        self._nudge()
+
+
+def _quiet_reactor(assoc: Association) -> None:
+    """The association reactor's 1 ms poll becomes a wait for a nudge (see the module doc)."""
+    nudged = threading.Event()
+
+    def wait(seconds: float) -> None:
+        if seconds != _REACTOR_POLL:
+            time.sleep(seconds)  # another sleep of this thread (kill() waiting for the DUL): as asked
+            return
+        nudged.wait(SETTINGS.idle_poll)
+        nudged.clear()
+
+    assoc._reactor_checkpoint = _NudgedEvent(nudged.set, assoc._reactor_checkpoint.is_set())
+    assoc.dimse.msg_queue.put = _then_nudge(assoc.dimse.msg_queue.put, nudged.set)  # type: ignore[method-assign]
+    assoc.dul.to_user_queue.put = _then_nudge(assoc.dul.to_user_queue.put, nudged.set)  # type: ignore[method-assign]
+    setattr(assoc, _WAIT_ATTR, wait)  # the Association object is the reactor thread
+    if not isinstance(_association_module.time, _DulTime):
+        _association_module.time = _DulTime(_association_module.time)  # type: ignore[attr-defined]
+
+
+_REACTOR_POLL = 0.001  # the sleep in Association._run_reactor's loop
+
+
+def _then_nudge(method: Callable[..., Any], nudge: Callable[[], None]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = method(*args, **kwargs)
+        nudge()
+        return result
+
+    return wrapper
 
 
 class _Waker:
@@ -933,5 +988,8 @@ def install_fast_transport(assoc: Association, *, spool_folder: str | None = Non
     if SETTINGS.fast_store:
         _fast_store(assoc, spool_folder)
         enabled.append("fast_store")
+    if SETTINGS.quiet_reactor and assoc.is_requestor:
+        _quiet_reactor(assoc)
+        enabled.append("quiet_reactor")
     assoc._pacspull_fast = tuple(enabled)
     return assoc._pacspull_fast

@@ -5,6 +5,11 @@ C-STORE handler on that same thread while it iterates the C-GET responses, so th
 lock; the listener's methods are called on that thread too and must be quick (store, count, signal).
 Only the cancel watcher runs elsewhere: it sends C-CANCEL (and, after a grace period, A-ABORT).
 
+Speed (benchmarks/): the associations get pynetdicom's fast transport (core._pynetdicom_compat: no polling,
+one receive per PDU, TCP_QUICKACK, lean DIMSE, no thread hand-offs, large data sets spooled to the
+destination's disk); headers are read straight from the received bytes (``scan_header``); files are
+flushed to the disk once per request, not one by one (StudyWriter.deferred_sync).
+
 Statuses (PS3.4 C.4.3.1.4 for C-GET, B.2.3 for the C-STORE sub-operations we answer) are decoded by
 ``core.status``; an empty status means no final response at all (timeout or abort), told apart from
 0xB000 (some sub-operations failed) and 0xA702 (the PACS could not perform them).

@@ -411,3 +411,48 @@ def _data_set(path: Any) -> bytes:
     data = Path(path).read_bytes()
     assert data[128:132] == b"DICM"
     return data[144 + int.from_bytes(data[140:144], "little"):]
+
+
+def test_association_reactor_polls_with_a_1ms_module_level_sleep_and_pauses_on_its_checkpoint() -> None:
+    import pynetdicom.association as association_module
+
+    reactor = inspect.getsource(Association._run_reactor)
+    assert "time.sleep(0.001)" in reactor and reactor.count("time.sleep(") == 1
+    assert "self._reactor_checkpoint.wait()" in reactor and "self._is_paused = True" in reactor
+    for method in (Association.send_c_get, Association.send_c_find, Association.release):
+        source = inspect.getsource(method)
+        assert "self._reactor_checkpoint.clear()" in source and "while not self._is_paused" in source
+    assert hasattr(association_module, "time") and compat._REACTOR_POLL == 0.001
+    assoc = _requestor()
+    assert isinstance(assoc._reactor_checkpoint, threading.Event) and assoc._reactor_checkpoint.is_set()
+    assert isinstance(assoc.dul.to_user_queue, queue.Queue)
+
+
+def test_an_idle_fast_association_barely_wakes(echo_scp: tuple[str, int]) -> None:
+    assoc = _associate(echo_scp, fast=True)
+    try:
+        assert "quiet_reactor" in assoc._pacspull_fast
+        assert assoc.send_c_echo().Status == 0x0000
+        waits = []
+        real = compat.SETTINGS.idle_poll
+        nudged_wait = threading.Event.wait
+
+        def counting(self: threading.Event, timeout: float | None = None) -> bool:
+            if threading.current_thread() is assoc and timeout == real:
+                waits.append(timeout)
+            return nudged_wait(self, timeout)
+
+        threading.Event.wait = counting  # type: ignore[method-assign]
+        try:
+            time.sleep(0.5)
+        finally:
+            threading.Event.wait = nudged_wait  # type: ignore[method-assign]
+        assert len(waits) <= 20, f"{len(waits)} reactor wake-ups in 0.5 s idle"
+        start = time.perf_counter()
+        for _ in range(10):  # each echo pauses the reactor: the nudge makes that immediate
+            assoc.send_c_echo()
+        assert (time.perf_counter() - start) / 10 < 0.02
+    finally:
+        assoc.release()
+        assoc.ae.shutdown()
+    assert assoc.is_released
