@@ -76,6 +76,7 @@ class Run:
     peak_rss_mb: float
     exit_code: int
     note: str = ""
+    engine: float | None = None  # pacspull only: its own time (association to release), from --json
 
 
 def client_command(client: str, peer: Any, study_uid: str, out: Path) -> tuple[list[str], dict[str, str]]:
@@ -117,6 +118,7 @@ def timed_retrieve(client: str, peer: Any, work: wl.Workload, out: Path, timeout
     if gnu_time:
         cmd = [_GNU_TIME, "-f", "%x %U %S %M", "-o", str(usage_file), *cmd]
     note = ""
+    engine = None
     with open(log_out, "wb") as so, open(log_err, "wb") as se:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, stdin=subprocess.DEVNULL, env=env)
@@ -139,6 +141,7 @@ def timed_retrieve(client: str, peer: Any, work: wl.Workload, out: Path, timeout
         try:
             summary = json.loads(log_out.read_text())
             received = int(summary["completed"]) + int(summary["warning"])
+            engine = float(summary["seconds"])
             if summary.get("failed"):
                 note = note or f"{summary['failed']} failed"
         except (ValueError, KeyError):
@@ -146,7 +149,7 @@ def timed_retrieve(client: str, peer: Any, work: wl.Workload, out: Path, timeout
     if received < work.instances and not note:
         tail = log_err.read_text(errors="replace").strip().splitlines()[-1:] if log_err.exists() else []
         note = f"{work.instances - received} missing" + (f" ({tail[0][:80]})" if tail else "")
-    return Run(client, work.name, work.instances, received, wall, cpu, rss_mb, exit_code, note)
+    return Run(client, work.name, work.instances, received, wall, cpu, rss_mb, exit_code, note, engine)
 
 
 def clean(folder: Path) -> None:
@@ -292,6 +295,8 @@ def summarise(cell: Cell, clients: list[str], sizes: dict[str, wl.Workload]) -> 
             "cpu_s": round(statistics.median(r.cpu for r in runs), 2),
             "received": received, "expected": work.instances,
             "notes": sorted({r.note for r in runs if r.note}),
+            "engine_median_s": (round(statistics.median(r.engine for r in runs if r.engine is not None), 3)
+                                if any(r.engine is not None for r in runs) else None),
             "walls": [round(w, 3) for w in walls],
         })
     for row in rows:
@@ -307,7 +312,9 @@ def markdown(result: dict[str, Any]) -> str:
              f"Python {result['env']['python']} · pynetdicom {result['env']['pynetdicom']} · "
              f"pydicom {result['env']['pydicom']} · Orthanc {result['env']['orthanc']} · "
              f"dcmtk {result['env']['dcmtk']} · {result['runs']} runs per client per cell, interleaved · "
-             f"total {result['seconds']:.0f} s", ""]
+             f"total {result['seconds']:.0f} s · load average (1/5/15 min) "
+             f"{'/'.join(map(str, result.get('load_average_start', [])))} at the start, "
+             f"{'/'.join(map(str, result.get('load_average_end', [])))} at the end", ""]
     lim = result.get("limits") or {}
     if lim:
         lines += ["**Machine limits (same run):** "
@@ -338,6 +345,11 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {r['peer']} | {r['mode']} | {r['client']}{study} | {r['median_s']:.2f} | {r['min_s']:.2f} | "
                 f"{r['MB_per_s']:.0f} | {r['inst_per_s']:.0f} | {r.get('x_dcmtk', '–')} | "
                 f"{r.get('x_pynetdicom', '–')} | {r['peak_rss_mb']:.0f} | {r['cpu_s']:.2f} | {got} |")
+        engine = [f"{r['peer']}/{r['mode']} {r['engine_median_s']:.2f} s" for r in rows
+                  if r["client"] == "pacspull" and r.get("engine_median_s") is not None]
+        if engine:
+            lines += ["", "PacsPull's own time (association to release, without starting Python and importing "
+                      "pydicom/pynetdicom, about 0.5 s here): " + "; ".join(engine)]
         notes = sorted({f"{r['peer']}/{r['mode']}/{r['client']}: {n}" for r in rows for n in r["notes"]})
         if notes:
             lines += [""] + [f"- {n}" for n in notes[:12]]
@@ -449,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  {w.describe()}")
 
     result: dict[str, Any] = {"label": args.label, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                              "load_average_start": [round(x, 2) for x in os.getloadavg()],
                               "env": environment(), "runs": runs, "argv": sys.argv[1:],
                               "workloads": {k: v.to_json() for k, v in items.items()},
                               "workload_order": [w.upper() for w in workloads_wanted], "reduced": []}
@@ -510,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     result["seconds"] = time.perf_counter() - t0
+    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     text = markdown(result)

@@ -6,8 +6,9 @@ A ``StudyWriter`` owns one destination folder. For every instance a C-GET delive
   ``safe_component`` (nothing from the network becomes a path any other way);
 * writes a Part-10 file — preamble, ``DICM``, a File Meta group built here, then the dataset bytes
   exactly as received (never decoded, streamed in chunks so a 2 GB instance costs no memory);
-* writes it atomically: a hidden temp file in the same folder, fsync, ``os.replace`` onto the final
-  name, the temp file removed on any failure;
+* writes it atomically: a hidden temp file in the same folder, ``os.replace`` onto the final name, the
+  temp file removed on any failure; fsynced before the rename, or, inside ``deferred_sync()`` (what a
+  retrieve uses), flushed together with the others by ``sync()`` (see ``StudyWriter``);
 * records it in an append-only manifest (``<dest>/.pacspull-manifest.jsonl``) so a repeated retrieve
   can skip what is already on disk.
 
@@ -662,8 +663,12 @@ def _copy_source(fd: int, source: Source) -> int:
 
 
 def _copy_file_backed(fd: int, source: BinaryIO) -> int | None:
-    """Copy a stream backed by a file (a spooled data set) from its position in the kernel
-    (copy_file_range, else sendfile); None if the stream has no file or the OS cannot."""
+    """Linux: copy a stream backed by a file (a spooled data set) from its position inside the kernel
+    (copy_file_range); None when the stream has no file, on other systems, or if the kernel cannot
+    (then the caller copies through user space, which reports any real disk error itself)."""
+    copy = getattr(os, "copy_file_range", None)
+    if copy is None or not sys.platform.startswith("linux"):
+        return None
     try:
         src = source.fileno()
     except (OSError, AttributeError, ValueError):
@@ -671,21 +676,15 @@ def _copy_file_backed(fd: int, source: BinaryIO) -> int | None:
     start = source.tell()
     end = os.fstat(src).st_size
     total = 0
-    copy = getattr(os, "copy_file_range", None)
     try:
         while start + total < end:
-            chunk = min(end - start - total, 1 << 30)
-            if copy is not None:
-                count = copy(src, fd, chunk, start + total)
-            else:
-                count = os.sendfile(fd, src, start + total, chunk)
+            count = copy(src, fd, min(end - start - total, 1 << 30), start + total)
             if count <= 0:
                 break
             total += count
-    except OSError as exc:
-        if total == 0 and exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP,
-                                        getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
-            return None  # not between these files here: copy through user space
+    except OSError:
+        if total == 0:
+            return None  # not between these files here (another file system type): user space then
         raise
     source.seek(start + total)
     return total
@@ -864,10 +863,10 @@ class StudyWriter:
     ``already_have``; writers on the same folder in one process share one manifest and its lock.
 
     Durability: by default every file is fsynced before its rename (about 3 ms on an SSD: a cap of a few
-    hundred instances a second). Inside ``deferred_sync()`` (what a retrieve uses) files are only
-    written and renamed, and ``sync()`` flushes them all at once (Linux: one ``syncfs`` of the
-    destination's file system; elsewhere an fsync of each file and folder), at the end of each request
-    and when the block ends. Either way a crash of the program cannot leave a partial file under a
+    hundred instances a second). Inside ``deferred_sync()`` (what a retrieve uses) files are written
+    and renamed, on Linux with their write-back started at once (``sync_file_range``, not waited for),
+    and ``sync()`` flushes them all together (Linux: one ``syncfs`` of the destination's file system;
+    elsewhere an fsync of each file and folder), at the end of each request and when the block ends. Either way a crash of the program cannot leave a partial file under a
     final name (temp file + rename); a power loss before ``sync()`` may lose or truncate files written
     since the last one — and a truncated file is never skipped by a later retrieve, because the
     manifest records each file's size and ``already_have`` compares it.
