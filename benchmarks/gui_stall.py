@@ -3,9 +3,11 @@
 A 5 ms heartbeat timer runs on the GUI thread during the retrieve; every gap between two ticks beyond
 the interval is time the event loop could not run (the longest one is the stall a user would feel).
 
-Two runs, both through the real window (MainWindow → RetrieveQueue → worker → progress panel):
+Runs, each through the real window (MainWindow → RetrieveQueue → worker → progress panel):
 
-* ``demo``: ``--count`` tiny instances (8×8 CT images in 4 series, one study) served by the demo PACS
+* ``--pacs HOST:PORT:AET --study-uid UID``: that study from a real PACS (benchmarks/run.py passes
+  Orthanc with the MANY study loaded: "the longest stall while the window retrieves MANY");
+* ``demo`` (without ``--pacs``): ``--count`` tiny instances (8×8 CT images in 4 series, one study) served by the demo PACS
   over loopback, retrieved by the real ``RetrieveWorker`` (C-GET, files written to disk). The demo PACS
   runs in a process of its own, as a real PACS would (``--in-process`` keeps it in the window's process,
   as the first-run demo node does: its threads then share the GIL, and their garbage collections pause
@@ -19,13 +21,14 @@ set), and counts the transfer table's repaints (it must keep repainting during t
 picture would be a flooded event loop too). On a busy machine the heartbeat gaps are mostly the
 scheduler and the GIL (other processes, the retrieving thread).
 
-Run: ``.venv/bin/python docs/measure_event_loop.py`` (offscreen unless a display is set). Throwaway
-config/data folders; nothing of yours is touched.
+Run: ``.venv/bin/python benchmarks/gui_stall.py`` (offscreen unless a display is set); ``--json FILE``
+writes the figures for benchmarks/run.py. Throwaway config/data folders; nothing of yours is touched.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import sys
@@ -66,6 +69,11 @@ def make_instances(folder: Path, count: int) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _paint_counter_class() -> type:
@@ -126,6 +134,12 @@ class Heartbeat:
         self.at.append(now - self._start)
         self._last = now
 
+    def figures(self) -> dict[str, float]:
+        gaps = sorted(self.gaps) or [0.0]
+        return {"ticks": len(self.gaps), "longest_gap_ms": round(gaps[-1] * 1000, 1),
+                "stall_ms": round(max(0.0, gaps[-1] - HEARTBEAT_MS / 1000) * 1000, 1),
+                "p99_gap_ms": round(gaps[int(0.99 * (len(gaps) - 1))] * 1000, 1)}
+
     def report(self) -> str:
         gaps = sorted(self.gaps)
         if not gaps:
@@ -147,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="instances the stand-in worker reports as fast as it can (default: 50000; 0: skip)")
     parser.add_argument("--in-process", action="store_true",
                         help="run the demo PACS in the window's process (default: a process of its own)")
+    parser.add_argument("--pacs", metavar="HOST:PORT:AET",
+                        help="retrieve from this PACS instead of the demo PACS (with --study-uid)")
+    parser.add_argument("--study-uid", metavar="UID", help="the study to retrieve from --pacs")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE as JSON")
     args = parser.parse_args(argv)
+    if bool(args.pacs) != bool(args.study_uid):
+        parser.error("--pacs and --study-uid go together")
 
     work = Path(tempfile.mkdtemp(prefix="pacspull-stall-"))
     os.environ["PACSPULL_CONFIG_DIR"] = str(work / "config")
@@ -163,17 +183,21 @@ def main(argv: list[str] | None = None) -> int:
 
     app = QApplication(sys.argv[:1])
     style.apply(app)
-    (work / "pacs").mkdir()
-    files = make_instances(work / "pacs", args.count)
-    if args.in_process:
-        pacs = DemoPacs(files=files, port=0).start()
+    if args.pacs:
+        host, port_text, aet = args.pacs.rsplit(":", 2)
+        port, stop, request = int(port_text), (lambda: None), QueryRequest(study_uids=(args.study_uid,))
+    elif args.in_process:
+        host, aet, request = "127.0.0.1", "PACSPULL_DEMO", QueryRequest()
+        pacs = DemoPacs(files=make_instances(_folder(work / "pacs"), args.count), port=0).start()
         port, stop = pacs.port, pacs.stop
     else:
+        host, aet, request = "127.0.0.1", "PACSPULL_DEMO", QueryRequest()
+        files = make_instances(_folder(work / "pacs"), args.count)
         receive, send = multiprocessing.Pipe(duplex=False)
         server = multiprocessing.get_context("spawn").Process(target=_serve, args=(files, send), daemon=True)
         server.start()
         port, stop = receive.recv(), server.terminate
-    node = Node(name="Bench PACS", ae_title="PACSPULL_DEMO", host="127.0.0.1", port=port)
+    node = Node(name="Bench PACS", ae_title=aet, host=host, port=port)
     NodeBook(path=NodeBook.default_path(), nodes=[node], selected=node.name).save()
     context = AppContext()
     window = MainWindow(context)
@@ -193,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     window.retrieve._timer.timeout.connect(timed_refresh)
     table_paints = _PaintCounter(window.progress_panel.table.viewport())
 
+    results: dict[str, dict[str, float | str]] = {}
+
     def run(label: str) -> None:
         beat = Heartbeat()
         started = [0.0]
@@ -209,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - started[0]
             row = window.transfers.rows()[-1]
             count = row.completed + row.skipped
+            results[label] = {**beat.figures(), "instances": count, "seconds": round(seconds, 2),
+                              "longest_refresh_ms": round(max(refreshes, default=0) * 1000, 1),
+                              "table_repaints": table_paints.count}
             print(f"{label}: {count} instances in {seconds:.2f} s ({count / seconds:,.0f}/s), "
                   f"{repaints[0]} row repaints; {beat.report()}; GUI work: longest refresh "
                   f"{max(refreshes, default=0) * 1000:.1f} ms; the transfer table repainted {table_paints.count} times",
@@ -217,12 +246,13 @@ def main(argv: list[str] | None = None) -> int:
 
         window.search.finished.connect(go)
         window.retrieve.queueFinished.connect(done)
-        window.search.search(node, QueryRequest())
+        window.search.search(node, request)
         app.exec()
         window.search.finished.disconnect(go)
         window.retrieve.queueFinished.disconnect(done)
 
-    run(f"demo PACS {'in-process' if args.in_process else 'in its own process'} (real C-GET)")
+    run(f"{args.pacs} (real C-GET)" if args.pacs else
+        f"demo PACS {'in-process' if args.in_process else 'in its own process'} (real C-GET)")
     if args.flood:
         window.retrieve.worker_class = _flood_worker(args.flood)
         window.retrieve.clear_finished()
@@ -231,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     window.quit_now()
     context.shutdown()
     stop()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
     return 0
 
 
