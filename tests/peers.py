@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +203,29 @@ def _stop_leftovers() -> None:
         process.stop(timeout=5, kill=True)
 
 
+def _launch(peer: Any, prepare: Callable[[], list[str]]) -> None:
+    """Start ``peer``'s server: ``prepare()`` picks its ports, writes its configuration and returns the
+    command line; ``peer._wait_ready()`` waits until it answers. A second try covers a race for the free
+    ports (the first process exited during start-up)."""
+    started = time.perf_counter()
+    for attempt in (1, 2):
+        argv = prepare()
+        with open(peer.log_path, "ab") as log:
+            log.write(f"=== start attempt {attempt}: {' '.join(argv)}\n".encode())
+        peer._process = _Process(argv, cwd=peer.workdir, env=_peer_env(peer.nodelay), log_path=peer.log_path)
+        try:
+            peer._wait_ready()
+        except PeerError:
+            exited = peer._process.exited
+            peer._process.stop()
+            peer._process = None
+            if attempt == 1 and exited:
+                continue
+            raise
+        break
+    peer.startup_seconds = time.perf_counter() - started
+
+
 class _Process:
     """A child process in its own session (so its forked children are stopped with it).
 
@@ -372,34 +395,21 @@ class OrthancPeer:
     def start(self) -> OrthancPeer:
         if self._process is not None:
             raise PeerError("Orthanc peer already started")
-        binary = _require_binary(self.binary_name, self.package)
+        self._binary = _require_binary(self.binary_name, self.package)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        for attempt in (1, 2):  # a second try covers a race for the free ports
-            self.port, self.http_port = free_port(), free_port()
-            while self.http_port == self.port:
-                self.http_port = free_port()
-            self.config_path.write_text(json.dumps(self.config(), indent=2), encoding="utf-8")
-            argv = [binary]
-            if self.verbose:
-                argv.append("--verbose")
-            argv.append(str(self.config_path))
-            with open(self.log_path, "ab") as log:
-                log.write(f"=== start attempt {attempt}: {' '.join(argv)}\n".encode())
-            self._process = _Process(argv, cwd=self.workdir, env=_peer_env(self.nodelay),
-                                     log_path=self.log_path)
-            try:
-                self._wait_ready()
-            except PeerError:
-                exited = self._process.exited
-                self._process.stop()
-                self._process = None
-                if attempt == 1 and exited:
-                    continue
-                raise
-            break
-        self.startup_seconds = time.perf_counter() - started
+        _launch(self, self._prepare)
         return self
+
+    def _prepare(self) -> list[str]:
+        """Pick free ports, write the configuration; the command line."""
+        self.port, self.http_port = free_port(), free_port()
+        while self.http_port == self.port:
+            self.http_port = free_port()
+        self.config_path.write_text(json.dumps(self.config(), indent=2), encoding="utf-8")
+        argv = [self._binary]
+        if self.verbose:
+            argv.append("--verbose")
+        return [*argv, str(self.config_path)]
 
     def _wait_ready(self) -> None:
         assert self._process is not None
@@ -590,35 +600,22 @@ class DcmqrscpPeer:
     def start(self) -> DcmqrscpPeer:
         if self._process is not None:
             raise PeerError("dcmqrscp peer already started")
-        binary = _require_binary(self.binary_name, self.package)
+        self._binary = _require_binary(self.binary_name, self.package)
         self.storage_dir.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        for attempt in (1, 2):
-            self.port = free_port()
-            self.config_path.write_text(self.config_text(), encoding="ascii")
-            # --single-process would serialize associations; keep the default fork model.
-            argv = [binary, "-c", str(self.config_path)]
-            if self.verbose:
-                argv.append("-v")
-            if self.disable_get:
-                argv.append("--disable-get")
-            argv += self.extra_args
-            with open(self.log_path, "ab") as log:
-                log.write(f"=== start attempt {attempt}: {' '.join(argv)}\n".encode())
-            self._process = _Process(argv, cwd=self.workdir, env=_peer_env(self.nodelay),
-                                     log_path=self.log_path)
-            try:
-                self._wait_ready()
-            except PeerError:
-                exited = self._process.exited
-                self._process.stop()
-                self._process = None
-                if attempt == 1 and exited:
-                    continue
-                raise
-            break
-        self.startup_seconds = time.perf_counter() - started
+        _launch(self, self._prepare)
         return self
+
+    def _prepare(self) -> list[str]:
+        """Pick a free port, write the configuration; the command line."""
+        self.port = free_port()
+        self.config_path.write_text(self.config_text(), encoding="ascii")
+        # --single-process would serialize associations; keep the default fork model.
+        argv = [self._binary, "-c", str(self.config_path)]
+        if self.verbose:
+            argv.append("-v")
+        if self.disable_get:
+            argv.append("--disable-get")
+        return argv + self.extra_args
 
     def _wait_ready(self) -> None:
         assert self._process is not None
