@@ -41,6 +41,7 @@ from pacspull.core.nodes import (
 from pacspull.gui.context import AppContext
 from pacspull.gui.security import SecretKeeper
 from pacspull.gui.widgets.diagnose_panel import DiagnosePanel
+from pacspull.gui.widgets.fields import error_label, field_cell
 from pacspull.gui.widgets.security_section import SecuritySection
 
 CONNECTION_TAB, SECURITY_TAB = "C&onnection", "&Security"  # Alt+C is the called AE title
@@ -122,16 +123,8 @@ class NodeDialog(QDialog):
             edit.setObjectName(f"field_{spec.key}")
             edit.setToolTip(spec.tip)
             edit.textChanged.connect(self.validate)
-            error = QLabel(self)
-            error.setObjectName("error")
-            error.setWordWrap(True)
-            error.hide()
-            cell = QWidget(self)
-            box = QVBoxLayout(cell)
-            box.setContentsMargins(0, 0, 0, 0)
-            box.setSpacing(2)
-            box.addWidget(edit)
-            box.addWidget(error)
+            error = error_label(self)
+            cell = field_cell(self, edit, error)
             label = QLabel(spec.label, self)
             label.setBuddy(edit)
             forms[spec.group].addRow(label, cell)

@@ -35,6 +35,7 @@ from pacspull.core.association import identity_item
 from pacspull.core.errors import InvalidInput
 from pacspull.core.nodes import IDENTITY_TYPES, Node
 from pacspull.gui.security import SecretAction, SecretChange
+from pacspull.gui.widgets.fields import error_label, field_cell
 
 IDENTITY_LABELS = {
     "none": "None",
@@ -143,22 +144,9 @@ class SecuritySection(QWidget):
 
     # -- layout ---------------------------------------------------------------------------------------
 
-    def _error_label(self, key: str) -> QLabel:
-        label = QLabel(self)
-        label.setObjectName("error")
-        label.setWordWrap(True)
-        label.hide()
-        self.errors[key] = label
-        return label
-
     def _cell(self, widget: QWidget, key: str) -> QWidget:
-        cell = QWidget(self)
-        box = QVBoxLayout(cell)
-        box.setContentsMargins(0, 0, 0, 0)
-        box.setSpacing(2)
-        box.addWidget(widget)
-        box.addWidget(self._error_label(key))
-        return cell
+        self.errors[key] = error = error_label(self)
+        return field_cell(self, widget, error)
 
     def _row(self, form: QFormLayout, caption: str, widget: QWidget, key: str, buddy: QWidget) -> QLabel:
         label = QLabel(caption, self)

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLayout,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -23,6 +24,7 @@ from pacspull.core.nodes import validate_ae_title, validate_timeout
 from pacspull.core.settings import AppSettings, validate_destination, validate_max_results
 from pacspull.core.storage import DEFAULT_LAYOUT, example_path, validate_layout
 from pacspull.core.settings import MAX_PARALLEL_RETRIEVES
+from pacspull.gui.widgets.fields import error_label, field_cell
 
 LAYOUT_HELP = ("DICOM keywords in braces, folders separated by /. The file name must contain "
                "{SOPInstanceUID}. Example keywords: {PatientName} {PatientID} {StudyDate} {Modality} "
@@ -60,14 +62,8 @@ class SettingsDialog(QDialog):
             edit.setObjectName(f"setting_{key}")
             edit.setToolTip(tip)
             edit.textChanged.connect(self.validate)
-            error = QLabel(self)
-            error.setObjectName("error")
-            error.setWordWrap(True)
-            error.hide()
-            cell = QWidget(self)
-            box = QVBoxLayout(cell)
-            box.setContentsMargins(0, 0, 0, 0)
-            box.setSpacing(2)
+            error = error_label(self)
+            parts: list[QWidget | QLayout] = []
             row = QHBoxLayout()
             row.addWidget(edit, 1)
             if key == "destination":
@@ -79,16 +75,15 @@ class SettingsDialog(QDialog):
                 reset.setToolTip("Use the default layout")
                 reset.clicked.connect(lambda: self.edits["layout"].setText(DEFAULT_LAYOUT))
                 row.addWidget(reset)
-            box.addLayout(row)
+            parts.append(row)
             if key == "layout":
                 self.example = QLabel(self)
                 self.example.setObjectName("layoutExample")
                 self.example.setWordWrap(True)
-                box.addWidget(self.example)
-            box.addWidget(error)
+                parts.append(self.example)
             caption = QLabel(label, self)
             caption.setBuddy(edit)
-            form.addRow(caption, cell)
+            form.addRow(caption, field_cell(self, *parts, error))
             self.edits[key] = edit
             self.errors[key] = error
         self.parallel_spin = QSpinBox(self)
