@@ -124,3 +124,11 @@ def size(value: int) -> str:
 def plural(n: int, one: str, many: str | None = None) -> str:
     """``1 image``, ``3 images`` (with thousands separators)."""
     return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
+def dicom_status(code: int, category: str = "") -> str:
+    """A DICOM status code as a technician reads it: ``0xB000``, with its category ``0xB000 warning``;
+    ``none`` for -1 (no status came: the association ended first)."""
+    if code < 0:
+        return "none"
+    return f"0x{code:04X} {category}" if category else f"0x{code:04X}"

@@ -25,6 +25,7 @@ from pacspull.core.get import RetrievalSummary, RetrieveOptions, RetrieveRequest
 from pacspull.core.nodes import Node
 from pacspull.core.query import SeriesRow, StudyRow
 from pacspull.core.settings import MAX_PARALLEL_RETRIEVES
+from pacspull.core.status import describe
 from pacspull.gui import formatting as fmt
 from pacspull.gui.models.transfer_model import TransferId, TransferModel, TransferRow, TransferState
 from pacspull.gui.workers import RetrieveWorker, WorkerRunner
@@ -241,7 +242,7 @@ class RetrieveQueue(QObject):
             row, state=TransferState.RUNNING, generation=self._generation, runs=row.runs + 1,
             completed=0, failed=0, warning=0, skipped=0, bytes_received=0, elapsed=0.0, eta=None,
             remaining=row.request.expected if row.runs == 0 else None, failures=(), warnings=(),
-            message="", notes=()))
+            message="", notes=(), status=None, pacs_counts=()))
         self.workerStarted.emit(worker)  # before the thread starts, so no event can be missed
         self.runner.start(worker)
         if not self._timer.isActive():
@@ -336,7 +337,16 @@ def _finished_row(row: TransferRow, run: _Run, summary: RetrievalSummary) -> Tra
         changes.update(completed=outcome.completed, failed=outcome.failed, warning=outcome.warning,
                        skipped=outcome.skipped, bytes_received=outcome.bytes_received, elapsed=outcome.seconds,
                        remaining=outcome.remaining, failures=tuple(outcome.failures),
-                       warnings=tuple(outcome.warnings), notes=tuple(outcome.notes))
+                       warnings=tuple(outcome.warnings), notes=tuple(outcome.notes),
+                       pacs_counts=tuple(outcome.pacs_counts.items()),
+                       # A C-GET that got no final answer (aborted, timed out) says so: code -1, "none".
+                       status=outcome.status or (describe(None) if outcome.attempted else None))
+        expected = row.request.expected
+        if outcome.cancelled and expected is not None and outcome.remaining is not None:
+            # After a cancel the PACS's last "remaining" can lag behind what still arrived (Orthanc: 51 left
+            # with 11 of 61 stored): what is left is at most what the search said minus what ended.
+            done = outcome.completed + outcome.failed + outcome.warning + outcome.skipped
+            changes["remaining"] = max(0, min(outcome.remaining, expected - done))
     else:
         changes.update(failures=tuple(run.failures), warnings=tuple(run.warnings), elapsed=summary.seconds)
     ended = dataclasses.replace(row, **changes)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ os.environ.setdefault("PACSPULL_LOG_DIR", tempfile.mkdtemp(prefix="pacspull-test
 # need_binary/peers_required live in peers.py (pytest imported lazily there) so that other conftest
 # files and test modules can import them without `from conftest import ...`, which is fragile when
 # several folders have a conftest.py.
-from peers import SampleStudy, describe_samples, need_binary, peers_required  # noqa: E402,F401
+from peers import OrthancPeer, SampleStudy, describe_samples, need_binary, peers_required  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +52,20 @@ def _identifiers_not_logged() -> object:
     from pacspull.core.privacy import enable_identifier_logging
 
     enable_identifier_logging(False)
+
+
+@pytest.fixture
+def orthanc_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., OrthancPeer]]:
+    """``make(**kwargs)`` starts an empty Orthanc (kwargs as OrthancPeer); all stopped after the test."""
+    need_binary("Orthanc", "orthanc")
+    started: list[OrthancPeer] = []
+
+    def make(**kwargs: object) -> OrthancPeer:
+        kwargs.setdefault("graceful_stop", False)
+        peer = OrthancPeer(tmp_path_factory.mktemp("orthanc-f"), **kwargs)  # type: ignore[arg-type]
+        started.append(peer)
+        return peer.start()
+
+    yield make
+    for peer in started:
+        peer.stop()

@@ -20,6 +20,7 @@ from PySide6.QtGui import QColor
 
 from pacspull.core.get import RetrieveRequest, SubOperationIssue
 from pacspull.core.nodes import Node
+from pacspull.core.status import StatusInfo
 from pacspull.gui import formatting as fmt
 
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1  # the TransferRow (or Issue) behind an index
@@ -87,6 +88,10 @@ class TransferRow:
     warnings: tuple[SubOperationIssue, ...] = ()
     message: str = ""  # why it failed or stopped early, in the user's words
     notes: tuple[str, ...] = ()
+    # The PACS's final C-GET status once ended (code -1: none came, the association ended first; None: the
+    # C-GET was never sent, or the run has not ended) and the sub-operation counts it last reported.
+    status: StatusInfo | None = None
+    pacs_counts: tuple[tuple[str, int], ...] = ()  # ("completed", 60), ("failed", 1), ...
     runs: int = 0  # 1 after the first start, 2 after a retry...
     generation: int = 0  # of the worker running it (0: none yet)
 
@@ -164,6 +169,14 @@ class TransferRow:
         except ValueError:
             return str(self.folder)
 
+    def pacs_count(self, name: str) -> int | None:
+        """One of the PACS's own counts (completed, failed, warning, remaining); None when it did not say."""
+        return dict(self.pacs_counts).get(name)
+
+    def status_text(self) -> str:
+        """The C-GET status column: ``0xB000 warning``, ``none`` when the association ended without one."""
+        return "" if self.status is None else fmt.dicom_status(self.status.code, self.status.category.value)
+
     def with_state(self, state: TransferState, **changes: Any) -> TransferRow:
         """A copy in another state (and other changes)."""
         return dataclasses.replace(self, state=state, **changes)
@@ -193,6 +206,8 @@ COLUMNS: tuple[Column, ...] = (
     # A whole study is the usual case: only a series-level transfer says what it covers.
     Column("Study", lambda r: f"{r.study} · {r.scope}" if r.scope.startswith("series") else r.study),
     Column("State", TransferRow.state_text),
+    Column("C-GET status", TransferRow.status_text, _LEFT,
+           "The PACS's final answer to the C-GET (hover a cell for its meaning; the details below give its counts)"),
     Column("Progress", TransferRow.progress_text, _CENTER,
            "While running: instances done (stored, failed or already on disk) of all the request covers.\n"
            "Once ended: instances on disk of all."),
@@ -325,6 +340,8 @@ class TransferModel(QAbstractTableModel):
             return f"{row.patient}\nPatient ID: {row.patient_id}" if row.patient_id else row.patient
         if column.header == "State":
             return row.message or None
+        if column.header == "C-GET status":
+            return status_meaning(row.status)
         if column.header == "Folder":
             return str(row.folder or row.destination)
         if column.header == "Study":
@@ -361,9 +378,15 @@ class IssueColumn:
     text: Callable[[Issue], str]
 
 
+def status_meaning(status: StatusInfo | None) -> str | None:
+    """A status in full, for tooltips: ``0xB000 (warning: sub-operations completed with ...)``."""
+    if status is None:
+        return None
+    return f"No status: {status.text}" if status.code < 0 else str(status)
+
+
 def _status_code(issue: Issue) -> str:
-    code = issue.detail.status.code
-    return "none" if code < 0 else f"0x{code:04X}"
+    return fmt.dicom_status(issue.detail.status.code)
 
 
 ISSUE_COLUMNS: tuple[IssueColumn, ...] = (

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pacspull.core.status import Category
 from pacspull.gui import formatting as fmt
 from pacspull.gui.models.transfer_model import (
     COLUMNS,
@@ -59,8 +60,8 @@ _BAR_COLOURS = {
 }
 # Initial column widths as sample text; Folder takes what is left.
 _WIDTH_SAMPLES = {"Patient": "Yamada, Tarou (山田 太郎)", "Study": "CT Thorax Übersicht · 2024-01-15",
-                  "State": "Cancelled, 1,234 kept", "Progress": "1,234 / 1,234 xx", "Speed": "12.3 MB/s",
-                  "Elapsed": "1:23:45", "ETA": "1:23:45"}
+                  "State": "Cancelled, 1,234 kept", "C-GET status": "0x0000 success",
+                  "Progress": "1,234 / 1,234 xx", "Speed": "12.3 MB/s", "Elapsed": "1:23:45", "ETA": "1:23:45"}
 
 
 class ProgressDelegate(QStyledItemDelegate):
@@ -106,6 +107,11 @@ class TransferDetails(QWidget):
         self.status = QLabel(self)
         self.status.setObjectName("transferStatus")
         self.status.setWordWrap(True)
+        self.pacs = QLabel(self)  # the PACS's final C-GET status and counts, for whoever diagnoses it
+        self.pacs.setObjectName("transferPacsStatus")
+        self.pacs.setWordWrap(True)
+        self.pacs.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
+                                          | Qt.TextInteractionFlag.TextSelectableByKeyboard)
         self.folder = QLabel(self)
         self.folder.setObjectName("transferFolder")
         self.folder.setWordWrap(True)
@@ -129,9 +135,10 @@ class TransferDetails(QWidget):
         self.issue_table.setWordWrap(False)
         self.issue_table.setAlternatingRowColors(True)
         self.issue_table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
+        self.issue_table.horizontalHeader().setResizeContentsPrecision(100)  # fitting columns reads 100 rows at most
         text = QVBoxLayout()
         text.setSpacing(2)
-        for label in (self.title, self.status, self.folder):
+        for label in (self.title, self.status, self.pacs, self.folder):
             text.addWidget(label)
         buttons = QVBoxLayout()
         buttons.setSpacing(4)
@@ -148,26 +155,38 @@ class TransferDetails(QWidget):
         layout.setSpacing(4)
         layout.addLayout(top)
         layout.addWidget(self.issues_caption)
-        layout.addWidget(self.issue_table, 1)
+        layout.addWidget(self.issue_table, 100)
+        layout.addStretch(1)  # without failed instances the text lines stay together at the top
         self.show_row(None)
 
     def show_row(self, row: TransferRow | None) -> None:
         """Show ``row`` (None: nothing selected)."""
+        shown_before = self.row.id if self.row is not None else None
         self.row = row
         for button in (self.cancel_button, self.retry_button, self.open_button):
             button.setEnabled(row is not None)
         if row is None:
             self.title.setText("Select a transfer to see its details")
             self.status.setText("")
+            self.pacs.setText("")
+            self.pacs.hide()
             self.folder.setText("")
             self.issues_caption.setText("")
             self.issues.set_issues([])
             self.issue_table.hide()
             return
-        self.title.setText(f"<b>{_html(row.patient)}</b> — {_html(row.study)} ({_html(row.scope)})")
+        # Which PACS, and as which calling AE: what an administrator asks first when a PACS refuses.
+        source = f"from {row.node.name} ({row.node.address}, as {row.node.calling_ae})"
+        self.title.setText(f"<b>{_html(row.patient)}</b> — {_html(row.study)} ({_html(row.scope)}) {_html(source)}")
         self.status.setText(_html(status_line(row)))
         self.status.setProperty("state", _status_state(row))
         self.status.style().polish(self.status)
+        pacs = pacs_line(row)
+        self.pacs.setText(_html(pacs))
+        self.pacs.setToolTip(pacs)
+        self.pacs.setProperty("state", _pacs_state(row))
+        self.pacs.style().polish(self.pacs)
+        self.pacs.setVisible(bool(pacs))
         where = row.folder or row.destination
         label = "Files in" if row.folder else ("Files will go to" if row.state.active else "Destination")
         self.folder.setText(f"{label}: {_html(str(where))}")
@@ -175,8 +194,14 @@ class TransferDetails(QWidget):
         self.cancel_button.setEnabled(row.can_cancel)
         self.retry_button.setEnabled(row.can_retry)
         issues = issues_of(row)
+        had_issues = self.issues.rowCount() > 0
         self.issues.set_issues(issues)
         self.issue_table.setVisible(bool(issues))
+        if issues and (not had_issues or row.id != shown_before):
+            # Fit status, meaning and reason to what this transfer's first rows say (once, not per refresh);
+            # the UID takes the rest.
+            for column in range(self.issues.columnCount() - 1):
+                self.issue_table.resizeColumnToContents(column)
         if issues:
             failed, warned = len(row.failures), len(row.warnings)
             parts = ([fmt.plural(failed, "failed instance")] if failed else []) \
@@ -219,6 +244,34 @@ def status_line(row: TransferRow) -> str:
     if row.notes and not state.active:
         text = f"{text} ({'; '.join(row.notes)})"
     return text
+
+
+def pacs_line(row: TransferRow) -> str:
+    """What the PACS itself answered, once the transfer ended: its final C-GET status in full and the
+    sub-operation counts it reported (which can differ from ours: they are shown side by side)."""
+    status = row.status
+    if status is None:
+        return ""
+    if status.code < 0:
+        return f"C-GET status: none. {status.text[:1].upper()}{status.text[1:]}."
+    text = f"C-GET status {status}"
+    counts = dict(row.pacs_counts)
+    if counts:
+        parts = [f"{counts.get('completed', 0):,} completed", f"{counts.get('failed', 0):,} failed",
+                 fmt.plural(counts.get("warning", 0), "warning")]
+        if "remaining" in counts:
+            parts.append(f"{counts['remaining']:,} remaining")
+        text = f"{text}. The PACS counted {', '.join(parts)}."
+    else:
+        text = f"{text}. The PACS gave no sub-operation counts."
+    if status.category is Category.FAILURE and not any(counts.values()) and not row.done and not row.skipped:
+        text = f"{text} It sent no instance: is the study on this PACS?"
+    return text
+
+
+def _pacs_state(row: TransferRow) -> str:
+    # Red (the style sheet's QLabel[state="failed"]) for a failure or no status at all.
+    return "failed" if row.status is not None and row.status.category is Category.FAILURE else ""
 
 
 def _status_state(row: TransferRow) -> str:

@@ -5,11 +5,7 @@ Search and expand, then a retrieve through the window (C-GET from Orthanc into t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from peers import OrthancPeer, need_binary
 from PySide6.QtCore import Qt
 
 from pacspull.core.query import QueryRequest, find
@@ -22,19 +18,6 @@ from gui_helpers import SubOperationCounter, files_on_disk, node_for
 
 pytestmark = pytest.mark.peer
 TIMEOUT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory, sample_files: list[Path]) -> Iterator[OrthancPeer]:
-    """Orthanc (AET ORTHANC) with the sample studies; the same setup as tests/integration's fixture."""
-    need_binary("Orthanc", "orthanc")
-    peer = OrthancPeer(tmp_path_factory.mktemp("orthanc-gui"), nodelay=True, graceful_stop=False)
-    peer.start()
-    try:
-        peer.load(sample_files)
-        yield peer
-    finally:
-        peer.stop()
 
 
 def test_search_and_expand_against_orthanc(qtbot, make_window, orthanc):

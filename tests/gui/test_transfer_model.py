@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PySide6.QtCore import Qt
+
 from pacspull.core.get import RetrieveRequest, SubOperationIssue
 from pacspull.core.query import SeriesRow, StudyRow
 from pacspull.core.status import describe
 from pacspull.gui.models.transfer_model import (
     COLUMNS,
     FRACTION_ROLE,
+    PROGRESS_COLUMN,
     ROW_ROLE,
     IssueKind,
     IssueModel,
@@ -23,7 +26,7 @@ from pacspull.gui.models.transfer_model import (
     issues_of,
 )
 from pacspull.gui.retrieve import group_selection, request_for
-from pacspull.gui.widgets.progress_panel import headline, status_line
+from pacspull.gui.widgets.progress_panel import TransferDetails, headline, pacs_line, status_line
 
 from gui_helpers import node_for
 
@@ -72,10 +75,10 @@ def test_columns_say_how_far_how_fast_and_where(qtbot):
     model.add([running])
     cells = {c.header: model.index(0, i).data() for i, c in enumerate(COLUMNS)}
     assert cells == {"Patient": "Müller, Jürgen", "Study": "CT Thorax · 2024-01-15",
-                     "State": "Retrieving", "Progress": "30 / 61", "Stored": "30", "Failed": "0", "Warnings": "0",
+                     "State": "Retrieving", "C-GET status": "", "Progress": "30 / 61", "Stored": "30", "Failed": "0", "Warnings": "0",
                      "Left": "31", "Skipped": "0", "Speed": "0.31 MB/s", "Elapsed": "10.0 s", "ETA": "0:10",
                      "Folder": "Müller_Jürgen_PP-0001/CT"}
-    assert abs(model.index(0, 3).data(FRACTION_ROLE) - 30 / 61) < 1e-9
+    assert abs(model.index(0, PROGRESS_COLUMN).data(FRACTION_ROLE) - 30 / 61) < 1e-9
     assert model.index(0, 0).data(ROW_ROLE) is running
     assert headline([running], [running]) == \
         "Transfer 1 of 1 · 30 of 61 images (49%) · 3 images/s, 0.31 MB/s · all done in about 0:10"
@@ -85,6 +88,39 @@ def test_columns_say_how_far_how_fast_and_where(qtbot):
     assert status_line(done) == "Done: 61 images on disk (0 retrieved, 61 already there) in 0.4 s."
     cancelled = _row(3, state=TransferState.CANCELLED, completed=12, remaining=49)
     assert cancelled.state_text() == "Cancelled, 12 kept" and cancelled.can_retry and not cancelled.can_cancel
+
+
+def test_the_pacs_final_c_get_status_and_its_counts_are_shown_beside_ours(qtbot):
+    model = TransferModel()
+    status_column = next(i for i, c in enumerate(COLUMNS) if c.header == "C-GET status")
+    some_failed = _row(1, state=TransferState.INCOMPLETE, completed=60, failed=1, remaining=0, status=describe(0xB000),
+                       pacs_counts=(("completed", 60), ("failed", 1), ("warning", 0)), failures=(_issue("1.9.1"),))
+    aborted = _row(2, state=TransferState.FAILED, remaining=61, status=describe(None),
+                   message="The PACS aborted the association in answer to the C-GET request.")
+    unknown = _row(3, state=TransferState.FAILED, remaining=0, status=describe(0xC000))
+    never_sent = _row(4, state=TransferState.FAILED, message="Connect: connection refused.")
+    model.add([some_failed, aborted, unknown, never_sent])
+    assert [model.index(r, status_column).data() for r in range(4)] == ["0xB000 warning", "none", "0xC000 failure", ""]
+    assert [model.index(r, status_column).data(Qt.ItemDataRole.ToolTipRole) for r in range(4)] == [
+        "0xB000 (warning: sub-operations completed with one or more failures or warnings)",
+        "No status: no response from the PACS (timeout or aborted association)",
+        "0xC000 (failure: unable to process)", None]
+    assert pacs_line(some_failed) == ("C-GET status 0xB000 (warning: sub-operations completed with one or more "
+                                      "failures or warnings). The PACS counted 60 completed, 1 failed, 0 warnings.")
+    assert pacs_line(aborted) == "C-GET status: none. No response from the PACS (timeout or aborted association)."
+    assert pacs_line(unknown) == ("C-GET status 0xC000 (failure: unable to process). The PACS gave no sub-operation "
+                                  "counts. It sent no instance: is the study on this PACS?")
+    assert pacs_line(never_sent) == ""  # no C-GET went out: nothing the PACS said
+    details = TransferDetails()
+    qtbot.addWidget(details)
+    details.show_row(some_failed)
+    assert details.pacs.text() == pacs_line(some_failed) and not details.pacs.isHidden()
+    assert details.pacs.property("state") == ""
+    details.show_row(aborted)
+    assert details.pacs.property("state") == "failed"
+    assert details.pacs.textInteractionFlags() & Qt.TextInteractionFlag.TextSelectableByKeyboard
+    details.show_row(never_sent)
+    assert details.pacs.isHidden()
 
 
 def test_issue_model_passes_qtmodeltester_and_decodes_statuses(qtmodeltester):

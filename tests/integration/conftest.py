@@ -49,23 +49,6 @@ def dcmqrscp(tmp_path_factory: pytest.TempPathFactory, sample_files: list[Path])
 
 
 @pytest.fixture
-def orthanc_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., OrthancPeer]]:
-    """``make(**kwargs)`` starts an empty Orthanc (kwargs as OrthancPeer); all stopped after the test."""
-    _need_orthanc()
-    started: list[OrthancPeer] = []
-
-    def make(**kwargs: object) -> OrthancPeer:
-        kwargs.setdefault("graceful_stop", False)
-        peer = OrthancPeer(tmp_path_factory.mktemp("orthanc-f"), **kwargs)  # type: ignore[arg-type]
-        started.append(peer)
-        return peer.start()
-
-    yield make
-    for peer in started:
-        peer.stop()
-
-
-@pytest.fixture
 def dcmqrscp_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., DcmqrscpPeer]]:
     """``make(files=(), **kwargs)`` starts a dcmqrscp (kwargs as DcmqrscpPeer) holding ``files``."""
     _need_dcmtk()
