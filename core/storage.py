@@ -10,7 +10,11 @@ A ``StudyWriter`` owns one destination folder. For every instance a C-GET delive
   temp file removed on any failure; fsynced before the rename, or, inside ``deferred_sync()`` (what a
   retrieve uses), flushed together with the others by ``sync()`` (see ``StudyWriter``);
 * records it in an append-only manifest (``<dest>/.pacspull-manifest.jsonl``) so a repeated retrieve
-  can skip what is already on disk.
+  can skip what is already on disk;
+* never writes outside ``dest``: a symbolic link already in the destination is never written through
+  when it leads out of it (see ``StudyWriter`` for where such an instance goes instead);
+* removes the stale temp files a killed PacsPull left in the folders it writes into (see
+  ``StudyWriter``).
 
 Disk failures (full, permission denied, read-only) raise ``StorageError``; the retrieval engine
 answers the C-STORE sub-operation with 0xA700 (out of resources) on it.
@@ -32,6 +36,7 @@ import string
 import struct
 import sys
 import threading
+import time
 import unicodedata
 import weakref
 from dataclasses import dataclass
@@ -104,6 +109,14 @@ _VALID_UID: Final = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 _UNNAMEABLE_VRS: Final = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW"})
 _UID_KEYWORD: Final = "SOPInstanceUID"
 _LAYOUT_MAX_CHARS: Final = 1024
+# The temp file of _temp_path: "." + (part of) the final name + ".partial-" + 8 hex digits.
+_PARTIAL_NAME: Final = re.compile(r"\..*\.partial-[0-9a-f]{8}", re.DOTALL)
+# A temp file untouched this long belongs to no live writer (one writes each file in one go, so its
+# modification time is at most seconds old while it is written): it is a killed writer's leftover.
+STALE_PARTIAL_SECONDS: Final = 15 * 60
+# A folder the layout names whose name is taken by something unusable (a symbolic link out of dest, a
+# dangling one, a file) is replaced by "<name>_2", "<name>_3", ... up to this many tries.
+_DIVERT_TRIES: Final = 20
 # Literal text per component is capped so the component always fits 255 bytes once the UID
 # (at most 24 * 4 + 18 bytes when hashed) is added and the other values shrink to nothing.
 _LITERAL_MAX_BYTES: Final = 100
@@ -444,6 +457,56 @@ def _person_name_text(name: str) -> str:
         if components:
             return "_".join(components)
     return ""
+
+
+def _usable_as_folder(dest: Path, path: Path) -> bool:
+    """Whether ``path`` can hold our files: absent (it will be created), a folder, or a link to a folder
+    inside ``dest``. Not: a link leading out of dest, a dangling link, a file or anything else."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if stat.S_ISDIR(info.st_mode):
+        return True
+    if not stat.S_ISLNK(info.st_mode):
+        return False
+    try:
+        resolved = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop
+        return False
+    return resolved.is_dir() and os.path.commonpath([dest, resolved]) == str(dest)
+
+
+def _remove_stale_partials(folder: Path, *, now: float | None = None) -> int:
+    """Remove the temp files a killed writer left in ``folder`` (see ``StudyWriter``); return how many.
+
+    Only regular files (never links or folders) whose names match ``_temp_path``'s pattern and that
+    are older than ``STALE_PARTIAL_SECONDS``. Any failure is logged and otherwise ignored: a leftover
+    costs disk space, not correctness.
+    """
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not _PARTIAL_NAME.fullmatch(entry.name):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                    if not stat.S_ISREG(info.st_mode) or now - info.st_mtime <= STALE_PARTIAL_SECONDS:
+                        continue
+                    # unlink never follows a link: even a file swapped for one since is only unlinked.
+                    os.unlink(entry.path)
+                    removed += 1
+                except FileNotFoundError:
+                    continue  # renamed or removed meanwhile by its writer
+    except OSError as exc:
+        logger.warning("could not look for stale temporary files in %s: %s", folder, exc)
+    if removed:
+        logger.info("removed %d stale temporary file(s) left by an interrupted retrieve in %s", removed, folder)
+    return removed
 
 
 def _ensure_inside(dest: Path, path: Path) -> Path:
@@ -870,6 +933,28 @@ class StudyWriter:
     final name (temp file + rename); a power loss before ``sync()`` may lose or truncate files written
     since the last one — and a truncated file is never skipped by a later retrieve, because the
     manifest records each file's size and ``already_have`` compares it.
+
+    Symbolic links already in the destination: nothing is ever written through a link that leads out of
+    ``dest``, and no instance is lost to one either.
+
+    * A folder of the layout whose name is taken by a link leading outside ``dest``, by a dangling link
+      or by a file is not used: the instance goes to ``<name>_2`` beside it (``_3``... if that is taken
+      too) and a warning names the link. The manifest records where each file really went, so a
+      repeated retrieve still skips it. A link to a folder inside ``dest`` is followed as usual.
+    * A link (or anything else) at a file's own final name is replaced by the file, as an older file
+      of that name would be: ``os.replace`` swaps the directory entry and never opens the link's target.
+    * Temp files are created with ``O_CREAT | O_EXCL``, which never follows a link either.
+
+    Folders are checked when first written into by this writer; a link planted during a retrieve, in a
+    folder already in use, is not looked for again (only the final name is always safe).
+
+    Stale temp files: a writer killed mid-write (SIGKILL, power loss) leaves its hidden temp file
+    (``.<name>.partial-<8 hex digits>``). The first time a writer writes into a folder it removes from
+    that folder the regular files (never links, never folders) whose names match that pattern exactly
+    and whose modification time is more than ``STALE_PARTIAL_SECONDS`` (15 minutes) old. A live writer,
+    in this process or another, writes each file in one go, so its temp file is only seconds old: the
+    age is the whole "is anyone still writing this" test, with no lock files or PIDs to go stale or to
+    mislead on a network share. Files of other programs and other names are never touched.
     """
 
     _FOLDER_CACHE = 4096  # prepared folders remembered (a study has a handful)
@@ -884,9 +969,9 @@ class StudyWriter:
         self._sync_lock = threading.Lock()
         self._unsynced: list[Path] = []
         self._unsynced_folders: set[Path] = set()
-        # Folders created and checked to stay inside dest (a symlink planted in dest is refused once,
-        # before anything is written there); checked again once the cache is full.
-        self._ready_folders: set[Path] = set()
+        # Layout folder -> the folder really used (see the class doc), created, checked to stay inside
+        # dest and swept of stale temp files once; checked again once the cache is full.
+        self._folder_for: dict[Path, Path] = {}
         self.keywords: frozenset[str] = frozenset(
             part.keyword for component in self._components for part in component if isinstance(part, _Field)
         ) | {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"}
@@ -958,25 +1043,51 @@ class StudyWriter:
         uid = _clean_uid(sop_instance_uid if sop_instance_uid is not None else _header_uid(header, _UID_KEYWORD))
         if not uid:
             raise InvalidInput("SOPInstanceUID", "is needed to name the file and is missing")
-        return _ensure_inside(self._dest, self._dest.joinpath(*_render(self._components, header, uid)))
+        parts = _render(self._components, header, uid)
+        return self._usable_folder(parts[:-1], warn=False) / parts[-1]
+
+    def _usable_folder(self, names: list[str], *, warn: bool = True) -> Path:
+        """The folder ``names`` give under dest, each name that is taken by something unusable (a link
+        out of dest or dangling, a file) replaced by ``<name>_2``, ``<name>_3``...; see the class doc."""
+        folder = self._dest
+        for name in names:
+            candidate = folder / name
+            tries = 1
+            while not _usable_as_folder(self._dest, candidate):
+                tries += 1
+                if tries > _DIVERT_TRIES:
+                    raise StorageError(
+                        f"refusing to write into {folder / name}: it and {_DIVERT_TRIES - 1} alternatives "
+                        f"are symbolic links out of the destination folder {self._dest}, or files",
+                        folder=folder, hint="remove the symbolic links that point out of the destination folder")
+                suffix = f"_{tries}"
+                stem = name.encode("utf-8")[: COMPONENT_MAX_BYTES - len(suffix)].decode("utf-8", "ignore")
+                candidate = folder / f"{stem}{suffix}"
+            if tries > 1 and warn:
+                logger.warning("%s is a symbolic link out of the destination folder, a dangling link or a file: "
+                               "writing into %s instead", folder / name, candidate.name)
+            folder = candidate
+        return folder
 
     def _prepared_path(self, header: Dataset, uid: str) -> Path:
         """``path_for``, with the folder created; folder checks are done once per folder."""
         parts = _render(self._components, header, uid)
-        folder = self._dest.joinpath(*parts[:-1])
-        final = folder / parts[-1]
-        if folder not in self._ready_folders:
-            _ensure_inside(self._dest, final)
+        wanted = self._dest.joinpath(*parts[:-1])
+        folder = self._folder_for.get(wanted)
+        if folder is None:
+            folder = self._usable_folder(parts[:-1])
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise _storage_error(exc, folder) from exc
-            if len(self._ready_folders) >= self._FOLDER_CACHE:
-                self._ready_folders.clear()
-            self._ready_folders.add(folder)
-        elif os.path.islink(final):
-            _ensure_inside(self._dest, final)  # a link planted at the file's own name: where does it go?
-        return final
+            # Checked name by name above; once more as a whole, now that it exists.
+            _ensure_inside(self._dest, folder)
+            _remove_stale_partials(folder)
+            if len(self._folder_for) >= self._FOLDER_CACHE:
+                self._folder_for.clear()
+            self._folder_for[wanted] = folder
+        # Whatever is at the final name (an old file, a link anywhere) is replaced, never written through.
+        return folder / parts[-1]
 
     def already_have(self, sop_instance_uid: str) -> Path | None:
         """Return the stored file for this UID if the manifest has it and it is intact, else None."""

@@ -418,15 +418,179 @@ def test_uids_differing_only_in_sanitized_characters_get_different_files(
     assert_safe_name(two.name)
 
 
-def test_symlink_out_of_dest_is_refused(tmp_path: Path) -> None:
+PATIENT_FOLDER = "Müller_Jürgen_PAT001"  # the default layout's first folder for make_dataset()
+
+
+def tree(root: Path) -> dict[str, bytes | str]:
+    """Every entry under ``root`` (not following links): file bytes, link targets, folders as ''."""
+    found: dict[str, bytes | str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            key = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                found[key] = "-> " + os.readlink(path)
+            else:
+                found[key] = path.read_bytes() if path.is_file() else ""
+    return found
+
+
+@pytest.mark.parametrize("kind", ["outside", "dangling", "file"])
+def test_a_folder_name_taken_by_a_link_out_of_dest_is_sidestepped(tmp_path: Path, kind: str,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A link out of dest (or a dangling one, or a file) where the layout wants a folder: the instance
+    goes to "<name>_2" beside it, inside dest; nothing is written through the link; a warning says so;
+    the manifest knows where the file went, so the next run skips it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_bytes(b"precious")
+    writer = StudyWriter(tmp_path / "dest")
+    planted = writer.dest / PATIENT_FOLDER
+    if kind == "outside":
+        planted.symlink_to(outside, target_is_directory=True)
+    elif kind == "dangling":
+        planted.symlink_to(tmp_path / "nowhere", target_is_directory=True)
+    else:
+        planted.write_bytes(b"in the way")
+    ds = make_dataset()
+    with caplog.at_level(logging.WARNING, logger="pacspull.core.storage"):
+        stored = store_dataset(writer, ds)
+    assert stored.path.relative_to(writer.dest).parts[0] == PATIENT_FOLDER + "_2"
+    assert stored.path.resolve().is_relative_to(writer.dest) and not stored.path.is_symlink()
+    assert pydicom.dcmread(stored.path).SOPInstanceUID == UID
+    assert tree(outside) == {"keep.txt": b"precious"}
+    assert not (tmp_path / "nowhere").exists()
+    assert os.path.lexists(planted) and (kind == "file") != planted.is_symlink()  # left as it was
+    assert any(PATIENT_FOLDER in record.getMessage() for record in caplog.records)
+    assert writer.path_for(ds) == stored.path
+    assert reopen(writer).already_have(UID) == stored.path
+
+
+def test_a_link_to_a_folder_inside_dest_is_followed(tmp_path: Path) -> None:
+    writer = StudyWriter(tmp_path / "dest")
+    (writer.dest / "elsewhere").mkdir()
+    (writer.dest / PATIENT_FOLDER).symlink_to(writer.dest / "elsewhere", target_is_directory=True)
+    stored = store_dataset(writer, make_dataset())
+    assert stored.path.relative_to(writer.dest).parts[0] == PATIENT_FOLDER
+    assert [p.name for p in (writer.dest / "elsewhere").rglob("*.dcm")] == [stored.path.name]
+
+
+@pytest.mark.parametrize("target", ["outside-file", "dangling", "outside-folder"])
+def test_a_link_at_the_final_file_name_is_replaced_not_followed(tmp_path: Path, target: str) -> None:
+    """A link planted where the file itself goes: the file replaces the link (as it would an older file);
+    what the link pointed to is neither written nor created."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_bytes(b"precious")
+    link_to = {"outside-file": outside / "victim", "dangling": outside / "created?", "outside-folder": outside}[target]
+    writer = StudyWriter(tmp_path / "dest")
+    ds = make_dataset()
+    final = writer.path_for(ds)
+    final.parent.mkdir(parents=True)
+    final.symlink_to(link_to)
+    stored = store_dataset(writer, ds)
+    assert stored.path == final and not final.is_symlink() and final.is_file()
+    assert pydicom.dcmread(final).SOPInstanceUID == UID
+    assert tree(outside) == {"victim": b"precious"}
+    # A second instance in the now-known folder, its final name a link too: replaced just the same.
+    second = make_dataset("1.2.3.4.5")
+    writer.path_for(second).symlink_to(outside / "victim")
+    assert not store_dataset(writer, second).path.is_symlink()
+    assert tree(outside) == {"victim": b"precious"}
+
+
+def test_too_many_names_taken_is_a_storage_error_and_writes_nothing(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     writer = StudyWriter(tmp_path / "dest")
+    (writer.dest / PATIENT_FOLDER).symlink_to(outside, target_is_directory=True)
+    for number in range(2, storage._DIVERT_TRIES + 1):
+        (writer.dest / f"{PATIENT_FOLDER}_{number}").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(StorageError, match="symbolic links out of the destination"):
+        store_dataset(writer, make_dataset())
+    assert list(outside.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------
+# stale temp files of a killed writer
+
+
+def aged(path: Path, seconds: float) -> Path:
+    """Set ``path``'s modification time ``seconds`` into the past (the link itself, if it is one)."""
+    when = os.stat(path, follow_symlinks=False).st_mtime - seconds
+    os.utime(path, (when, when), follow_symlinks=False)
+    return path
+
+
+def leftover(path: Path, data: bytes = b"half a file", age: float = 3600) -> Path:
+    path.write_bytes(data)
+    return aged(path, age)
+
+
+def test_stale_partial_files_of_our_own_pattern_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    """What a SIGKILL mid-write leaves (an old ``.<name>.partial-<8 hex>``) goes when a writer next writes
+    into that folder; a fresh one (a live writer's), other names, links and folders stay."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = leftover(outside / ".x.dcm.partial-0badc0de", b"precious", 7200)
+    writer = StudyWriter(tmp_path / "dest")
     ds = make_dataset()
-    (writer.dest / "Müller_Jürgen_PAT001").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(StorageError, match="outside the destination"):
-        store_dataset(writer, ds)
-    assert list(outside.rglob("*")) == []
+    folder = writer.path_for(ds).parent
+    folder.mkdir(parents=True)
+    real_temp_name = storage._temp_path(folder / "1.2.3.dcm").name  # exactly what a killed writer leaves
+    stale = [leftover(folder / real_temp_name), leftover(folder / ".9.9.dcm.partial-deadbeef", age=16 * 60)]
+    fresh = folder / ".1.2.4.dcm.partial-0123abcd"
+    fresh.write_bytes(b"being written right now")
+    others = {
+        folder / ".1.2.5.dcm.partial-XYZ12345": b"not our hex",
+        folder / "1.2.6.dcm.partial-deadbeef": b"not hidden: not ours",
+        folder / ".1.2.7.dcm.partial-deadbeef0": b"nine digits",
+        folder / "notes.txt": b"the user's",
+    }
+    for path, data in others.items():
+        leftover(path, data)
+    link = folder / ".link.dcm.partial-feedface"
+    link.symlink_to(victim)
+    aged(link, 7200)
+    (folder / ".dir.partial-cafebabe").mkdir()
+    aged(folder / ".dir.partial-cafebabe", 7200)
+
+    stored = store_dataset(writer, ds)
+
+    assert not any(path.exists() for path in stale)
+    assert fresh.read_bytes() == b"being written right now"
+    assert all(path.read_bytes() == data for path, data in others.items())
+    assert link.is_symlink() and victim.read_bytes() == b"precious"
+    assert (folder / ".dir.partial-cafebabe").is_dir()
+    assert stored.path.parent == folder and stored.path.is_file()
+
+
+def test_stale_partial_files_are_looked_for_once_per_folder_and_only_where_we_write(tmp_path: Path) -> None:
+    writer = StudyWriter(tmp_path / "dest")
+    ds = make_dataset()
+    folder = writer.path_for(ds).parent
+    elsewhere = writer.dest / "other-folder"
+    elsewhere.mkdir()
+    untouched = leftover(elsewhere / ".a.dcm.partial-11111111")
+    store_dataset(writer, ds)
+    later = leftover(folder / ".b.dcm.partial-22222222")
+    store_dataset(writer, make_dataset("1.2.3.4.5"))  # same folder, same writer: no second scan
+    assert later.exists()
+    assert untouched.exists()  # nothing written there
+    store_dataset(reopen(writer), make_dataset("1.2.3.4.6"))  # the next run's writer sweeps it
+    assert not later.exists() and untouched.exists()
+
+
+def test_a_failing_sweep_costs_nothing_but_a_log_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(path: object) -> object:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(storage.os, "scandir", refuse)
+    writer = StudyWriter(tmp_path / "dest")
+    with caplog.at_level(logging.WARNING, logger="pacspull.core.storage"):
+        assert store_dataset(writer, make_dataset()).path.is_file()
+    assert "stale temporary files" in caplog.text
 
 
 # ------------------------------------------------------------------------------------------

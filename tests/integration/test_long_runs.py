@@ -174,7 +174,8 @@ def test_two_gigabytes(orthanc_factory: Any, tmp_path_factory: pytest.TempPathFa
 
 
 def test_killed_client_is_completed_by_the_next_run(loaded_peer: Any, tmp_path: Path) -> None:
-    """SIGKILL mid-retrieve: the next run fetches only what is missing; nothing lost, duplicated or partial."""
+    """SIGKILL mid-retrieve: the next run fetches only what is missing and removes stale temp files; nothing
+    lost, duplicated or partial."""
     peer, files = loaded_peer(1_500, 64 * 1024)
     out = tmp_path / "out"
     proc = cli_get(peer, out)
@@ -187,6 +188,17 @@ def test_killed_client_is_completed_by_the_next_run(loaded_peer: Any, tmp_path: 
     assert 0 < first < 1_500, "the kill must land mid-retrieve"
     for path in out.rglob("*.dcm"):
         assert dataset_hash(path) == dataset_hash(files[path.stem]), "a file under a final name is incomplete"
+    # What the kill left mid-write (if it landed there), plus one such temp file for certain, as the real
+    # writer names them; aged, as the next run would find them an hour later. That run removes them
+    # (StudyWriter sweeps stale temp files of its own pattern), and check_complete sees none left.
+    from pacspull.core.storage import _temp_path
+
+    series_folder = next(out.rglob("*.dcm")).parent
+    leftovers = [*out.rglob(".*.partial-*"), _temp_path(series_folder / f"{ROOT}199999999.dcm")]
+    leftovers[-1].write_bytes(b"\x00" * 1000)
+    hour_ago = time.time() - 3600
+    for path in leftovers:
+        os.utime(path, (hour_ago, hour_ago))
     again = cli_get(peer, out)
     summary = json.loads(again.communicate(timeout=300)[0])
     assert summary["ok"], summary
