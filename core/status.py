@@ -28,6 +28,8 @@ class StatusInfo:
     text: str
 
     def __str__(self) -> str:
+        if self.code < 0:  # no status at all: there is no code to show
+            return self.text
         if self.text == self.category.value:
             return f"0x{self.code:04X} ({self.text})"
         return f"0x{self.code:04X} ({self.category.value}: {self.text})"

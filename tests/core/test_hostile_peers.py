@@ -561,14 +561,13 @@ def test_cli_user_sees_a_clear_error_for_a_4_gib_p_data(kind: str, tmp_path: Pat
     assert seconds < 6, f"{seconds:.1f} s"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (core/status.py StatusInfo.__str__, core/echo.py send_echo): no response at all is code -1, "
-    "printed as '0x-001', and reported as an answer of the PACS"))
 def test_echo_error_after_a_refused_pdu_reads_well(scp: Callable[..., Scp]) -> None:
+    """No answer at all is not shown as a status code '0x-001' the PACS answered: the association ended."""
     server = _giant_p_data_scp(scp)
     with pytest.raises(PacsPullError) as info:
         echo(node(server.port, acse_timeout=2))
     assert "0x-" not in str(info.value) and "answered C-ECHO" not in str(info.value), str(info.value)
+    assert info.value.exit_code == 3 and "ended before an answer to C-ECHO" in str(info.value)
 
 
 @pytest.mark.xfail(strict=True, reason=(
