@@ -181,6 +181,9 @@ def _quiet_reactor(assoc: Association) -> None:
         nudged.clear()
 
     assoc._reactor_checkpoint = _NudgedEvent(nudged.set, assoc._reactor_checkpoint.is_set())
+    # kill() sets the checkpoint (a nudge) *before* it sets _kill: nudge again once _kill is set, or the
+    # reactor may look too early and then sleep out idle_poll, outliving the association by that much.
+    assoc.kill = _then_nudge(assoc.kill, nudged.set)  # type: ignore[method-assign]
     assoc.dimse.msg_queue.put = _then_nudge(assoc.dimse.msg_queue.put, nudged.set)  # type: ignore[method-assign]
     assoc.dul.to_user_queue.put = _then_nudge(assoc.dul.to_user_queue.put, nudged.set)  # type: ignore[method-assign]
     setattr(assoc, _WAIT_ATTR, wait)  # the Association object is the reactor thread
@@ -911,17 +914,27 @@ _PDU_FLOOR = 1 << 16
 _PDU_UNLIMITED_CAP = 1 << 28
 
 
+_REFUSED_ATTR = "_pacspull_refused_pdu"
+
+
+def refused_pdu(assoc: Association) -> tuple[int, int] | None:
+    """(declared length, our limit) if the fast transport aborted ``assoc`` over an oversized PDU."""
+    return getattr(assoc, _REFUSED_ATTR, None)
+
+
 def pdu_limit(announced: int | None) -> int:
     """The most bytes one PDU read may ask for, given the maximum PDU length we announced (0: none)."""
     return _PDU_UNLIMITED_CAP if not announced else max(announced, _PDU_FLOOR) + 6
 
 
-def _fast_recv(asock: Any, quickack: bool, limit: int = _PDU_UNLIMITED_CAP) -> Callable[[int], bytearray]:
+def _fast_recv(asock: Any, quickack: bool, limit: int = _PDU_UNLIMITED_CAP,
+               refused: Callable[[int, int], None] | None = None) -> Callable[[int], bytearray]:
     """``AssociationSocket.recv``: read exactly ``nr_bytes`` (fewer only if the peer closed). Bytes put
     back with ``asock.unread`` (a PDU header read by the fast PDU path) are returned first.
 
     A request beyond ``limit`` (a PDU length the peer declared, e.g. 4 GiB) is refused as a closed
-    connection before anything is allocated: pynetdicom then aborts the association.
+    connection before anything is allocated: pynetdicom then aborts the association. ``refused(length,
+    limit)`` is told first, so that the error the user sees can say why.
     """
     pushed = bytearray()
 
@@ -932,6 +945,8 @@ def _fast_recv(asock: Any, quickack: bool, limit: int = _PDU_UNLIMITED_CAP) -> C
         if nr_bytes > limit:
             LOGGER.error("The peer declared a PDU of %d bytes, more than the %d we accept: aborting",
                          nr_bytes, limit)
+            if refused is not None:
+                refused(nr_bytes, limit)
             raise OSError(f"PDU length {nr_bytes} exceeds the maximum {limit}")
         sock = asock.socket
         buffer = bytearray(nr_bytes)
@@ -976,7 +991,8 @@ def install_fast_transport(assoc: Association, *, spool_folder: str | None = Non
     quickack = SETTINGS.quickack and TCP_QUICKACK is not None
     if SETTINGS.recv_into or quickack:
         limit = pdu_limit(getattr(assoc.requestor, "maximum_length", None))
-        asock.recv = _fast_recv(asock, quickack, limit)  # type: ignore[method-assign]
+        asock.recv = _fast_recv(asock, quickack, limit,  # type: ignore[method-assign]
+                                lambda length, most: setattr(assoc, _REFUSED_ATTR, (length, most)))
         enabled.append("recv_into")
         if quickack:
             enabled.append("quickack")

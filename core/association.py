@@ -22,7 +22,7 @@ from pynetdicom import AE, Association, build_context, evt
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.presentation import PresentationContext
 
-from pacspull.core._pynetdicom_compat import install_fast_transport, wake_response_wait
+from pacspull.core._pynetdicom_compat import install_fast_transport, refused_pdu, wake_response_wait
 from pacspull.core import credentials, tls
 from pacspull.core.errors import AssociationRejected, ConnectionFailed, InvalidInput
 from pacspull.core.nodes import IDENTITY_TYPES, Node
@@ -281,6 +281,12 @@ def open_association(
         if node.tls:
             tls.handshake_probe(node)
         raise ConnectionFailed(f"cannot connect to {node.host}:{node.port}", stage="connect")
+    refused = refused_pdu(assoc)
+    if refused is not None:
+        raise AssociationRejected(
+            f"{node.address} answered with a PDU of {refused[0]:,} bytes, more than the {refused[1]:,} we "
+            "accept: association aborted", hint="a broken or hostile peer, or no DICOM service on this port",
+            stage="associate")
     if assoc.is_rejected and watch.response is not None:
         raise explain_rejection(node, watch.response)
     if node.tls and not assoc.is_rejected:
@@ -315,9 +321,24 @@ def associated(
     try:
         yield assoc
     finally:
-        if assoc.is_established:
-            assoc.release()
-        assoc.ae.shutdown()
+        close(assoc)
+
+
+def is_open(assoc: Association) -> bool:
+    """Whether ``assoc`` can still carry messages: established, and its DUL still in data transfer (Sta6).
+
+    ``is_established`` alone lags: it turns False only once the association's reactor thread has seen
+    the abort (ours on a malformed PDU, or the peer's), and a release sent meanwhile would wait out the
+    whole ACSE timeout for an answer that cannot come.
+    """
+    return bool(assoc.is_established) and assoc.dul.state_machine.current_state == "Sta6"
+
+
+def close(assoc: Association) -> None:
+    """Release ``assoc`` if it is still open, then stop its AE (the end of every association we open)."""
+    if is_open(assoc):
+        assoc.release()
+    assoc.ae.shutdown()
 
 
 def build_contexts(

@@ -24,6 +24,7 @@ from pynetdicom.sop_class import (
 from pacspull.core.association import (
     ContextResult,
     build_contexts,
+    close,
     context_results,
     open_association,
     resolve,
@@ -155,9 +156,7 @@ def diagnose(node: Node, *, on_stage: Callable[[StageResult], None] | None = Non
     finally:
         assoc = holder.get("assoc")
         if assoc is not None:
-            if assoc.is_established:
-                assoc.release()
-            assoc.ae.shutdown()
+            close(assoc)
     run.skip_rest()
     return run.report
 

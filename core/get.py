@@ -44,6 +44,7 @@ from pacspull.core.association import (
     CancelWatcher,
     associated,
     build_contexts,
+    close,
     context_results,
     open_association,
 )
@@ -927,6 +928,4 @@ class Retrieval:
                 if work.outcome.error and work.outcome.status is None:
                     break
         finally:
-            if assoc.is_established:
-                assoc.release()
-            assoc.ae.shutdown()
+            close(assoc)

@@ -456,3 +456,23 @@ def test_an_idle_fast_association_barely_wakes(echo_scp: tuple[str, int]) -> Non
         assoc.release()
         assoc.ae.shutdown()
     assert assoc.is_released
+
+
+@pytest.mark.parametrize("end", ["release", "abort"])
+def test_a_quiet_reactor_ends_with_its_association(echo_scp: tuple[str, int], monkeypatch: pytest.MonkeyPatch,
+                                                   end: str) -> None:
+    """The quiet reactor sleeps until nudged (its idle wait made 30 s here): release and abort must nudge
+    it once the association is over, or its thread outlives the association (a window closing
+    mid-retrieve would still have a requestor thread). kill() sets the checkpoint before _kill, so
+    install_fast_transport nudges once more after kill()."""
+    monkeypatch.setattr(compat.SETTINGS, "idle_poll", 30.0)
+    for _ in range(10):  # the gap between the two is a race: try it often
+        assoc = _associate(echo_scp, fast=True)
+        try:
+            assert "quiet_reactor" in assoc._pacspull_fast
+            assert assoc.send_c_echo().Status == 0x0000
+            getattr(assoc, end)()
+            assoc.join(5)
+            assert not assoc.is_alive(), f"the reactor outlived the association ({end})"
+        finally:
+            assoc.ae.shutdown()
