@@ -9,9 +9,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-
-import keyring
-from keyring.errors import KeyringError
+from types import ModuleType
 
 from pacspull.core.errors import PacsPullError
 
@@ -23,6 +21,15 @@ class CredentialError(PacsPullError):
     """The OS keyring is missing or refused us."""
 
     exit_code = 2
+
+
+def _keyring() -> tuple[ModuleType, type[Exception]]:
+    """``keyring`` and its error class, imported on first use: importing keyring and its backends costs
+    about 40 ms, and most runs need no secret (the log masking below, needed on every run, does not)."""
+    import keyring
+    from keyring.errors import KeyringError
+
+    return keyring, KeyringError
 
 
 def _key(node_name: str) -> str:
@@ -37,6 +44,7 @@ def remember_for_run(node_name: str, secret: str) -> None:
 
 def store_secret(node_name: str, secret: str) -> None:
     """Save the node's password or token in the OS keyring."""
+    keyring, KeyringError = _keyring()
     try:
         keyring.set_password(SERVICE, _key(node_name), secret)
     except KeyringError as exc:
@@ -50,6 +58,7 @@ def get_secret(node_name: str) -> str | None:
     key = _key(node_name)
     if key in _for_this_run:
         return _for_this_run[key]
+    keyring, KeyringError = _keyring()
     try:
         secret = keyring.get_password(SERVICE, key)
     except KeyringError:
@@ -61,6 +70,7 @@ def get_secret(node_name: str) -> str | None:
 def delete_secret(node_name: str) -> None:
     """Forget the node's secret (no error if there was none)."""
     _for_this_run.pop(_key(node_name), None)
+    keyring, KeyringError = _keyring()
     try:
         keyring.delete_password(SERVICE, _key(node_name))
     except KeyringError:

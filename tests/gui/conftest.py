@@ -14,6 +14,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any QApplication
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import keyring
 import pytest  # noqa: E402
 from gui_helpers import node_for, write_book  # noqa: E402
 from peers import OrthancPeer, need_binary  # noqa: E402
@@ -50,9 +51,9 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """An in-memory keyring ("service/key" -> secret), so no GUI test reads or writes the user's own."""
     store: dict[str, str] = {}
-    monkeypatch.setattr(credentials.keyring, "get_password", lambda s, k: store.get(f"{s}/{k}"))
-    monkeypatch.setattr(credentials.keyring, "set_password", lambda s, k, v: store.__setitem__(f"{s}/{k}", v))
-    monkeypatch.setattr(credentials.keyring, "delete_password", lambda s, k: store.pop(f"{s}/{k}", None))
+    monkeypatch.setattr(keyring, "get_password", lambda s, k: store.get(f"{s}/{k}"))
+    monkeypatch.setattr(keyring, "set_password", lambda s, k, v: store.__setitem__(f"{s}/{k}", v))
+    monkeypatch.setattr(keyring, "delete_password", lambda s, k: store.pop(f"{s}/{k}", None))
     yield store
     credentials._for_this_run.clear()  # secrets a test lent for one run must not reach the next test
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import keyring
 import pytest
 from certs import Authority
 from PySide6.QtCore import Qt
@@ -347,7 +348,9 @@ def test_a_keyring_refusal_keeps_the_dialog_open_and_says_why(qtbot, context, tl
     def refuse(service: str, key: str, value: str) -> None:
         raise KeyringError("no backend")
 
-    monkeypatch.setattr(credentials.keyring, "set_password", refuse)
+    import keyring
+
+    monkeypatch.setattr(keyring, "set_password", refuse)
     dialog = identity_dialog(qtbot, context, tls_pacs, pki, PASSWORD)
     qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
     assert dialog.isVisible() and dialog.result() != NodeDialog.DialogCode.Accepted
@@ -360,7 +363,7 @@ def test_a_keyring_refusal_keeps_the_dialog_open_and_says_why(qtbot, context, tl
 def test_editing_a_plain_node_touches_no_keyring(qtbot, context, peer_node, secrets, monkeypatch):
     calls: list[str] = []
     for name in ("get_password", "set_password", "delete_password"):
-        monkeypatch.setattr(credentials.keyring, name, lambda *a, _n=name: calls.append(_n))
+        monkeypatch.setattr(keyring, name, lambda *a, _n=name: calls.append(_n))
     write_book(peer_node, node_for(1, "Other"))
     ctx = AppContext()
     dialog = open_dialog(qtbot, ctx, peer_node, mode="edit")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import keyring
 import pytest
 from certs import Authority, Pem
 from peers import node_of
@@ -163,8 +164,8 @@ def test_orthanc_over_tls(orthanc_factory: Any, sample_files: list[Path], pki: d
 def secrets(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """An in-memory keyring, so the tests never touch the user's."""
     store: dict[str, str] = {}
-    monkeypatch.setattr(credentials.keyring, "get_password", lambda s, k: store.get(f"{s}/{k}"))
-    monkeypatch.setattr(credentials.keyring, "set_password", lambda s, k, v: store.__setitem__(f"{s}/{k}", v))
+    monkeypatch.setattr(keyring, "get_password", lambda s, k: store.get(f"{s}/{k}"))
+    monkeypatch.setattr(keyring, "set_password", lambda s, k, v: store.__setitem__(f"{s}/{k}", v))
     return store
 
 
