@@ -544,5 +544,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def run() -> NoReturn:
+    """``main()``, then end the process without the interpreter's teardown.
+
+    Freeing pydicom's and pynetdicom's tables object by object takes about 0.1 s after the work is
+    done. Everything that normal exit does for us happens first: non-daemon threads are waited for,
+    atexit handlers run (logging's flush among them), stdout and stderr are flushed. An exception
+    from ``main()`` takes Python's normal path (traceback, full teardown).
+    """
+    code = main()
+    import atexit
+    import os
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or a broken pipe: nothing left to save
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
