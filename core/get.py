@@ -764,7 +764,8 @@ class Retrieval:
                                  "the PACS admin, or use C-MOVE)")
             else:
                 outcome.error = "the PACS aborted the association (or the network connection was lost)"
-            outcome.error += f"; the {outcome.completed} instance(s) received are kept"
+            if outcome.completed:
+                outcome.error += f"; the {outcome.completed} instance(s) received are kept"
             return
         info = describe(code)
         if info.category is Category.CANCEL or watcher.sent:
@@ -820,9 +821,16 @@ class Retrieval:
         finally:
             self._current = None
             outcome.seconds = time.monotonic() - start
-            if outcome.cancelled or (outcome.remaining is not None and outcome.status is not None
-                                     and outcome.status.category is not Category.PENDING):
-                outcome.remaining = outcome.remaining if outcome.cancelled else 0
+            if outcome.cancelled:
+                # The PACS's last "remaining" can lag behind what still arrived after the cancel (Orthanc:
+                # 51 left with 11 of 61 stored): what is left is at most what was asked for (instances
+                # already on disk are not) minus what ended.
+                done = outcome.completed + outcome.failed + outcome.warning
+                if outcome.remaining is not None and work.expected is not None:
+                    outcome.remaining = max(0, min(outcome.remaining, work.expected - done))
+            elif (outcome.remaining is not None and outcome.status is not None
+                  and outcome.status.category is not Category.PENDING):
+                outcome.remaining = 0
             self._check_counts(outcome)
             self._sync(outcome)
             self.listener.progress(self._snapshot(outcome))

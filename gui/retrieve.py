@@ -341,12 +341,6 @@ def _finished_row(row: TransferRow, run: _Run, summary: RetrievalSummary) -> Tra
                        pacs_counts=tuple(outcome.pacs_counts.items()),
                        # A C-GET that got no final answer (aborted, timed out) says so: code -1, "none".
                        status=outcome.status or (describe(None) if outcome.attempted else None))
-        expected = row.request.expected
-        if outcome.cancelled and expected is not None and outcome.remaining is not None:
-            # After a cancel the PACS's last "remaining" can lag behind what still arrived (Orthanc: 51 left
-            # with 11 of 61 stored): what is left is at most what the search said minus what ended.
-            done = outcome.completed + outcome.failed + outcome.warning + outcome.skipped
-            changes["remaining"] = max(0, min(outcome.remaining, expected - done))
     else:
         changes.update(failures=tuple(run.failures), warnings=tuple(run.warnings), elapsed=summary.seconds)
     ended = dataclasses.replace(row, **changes)  # type: ignore[arg-type]
