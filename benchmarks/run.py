@@ -327,6 +327,12 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("idle_cpu"):
         lines += [f"**Idle association:** {result['idle_cpu']['cpu_percent']} % of a CPU while PacsPull holds an "
                   "idle association.", ""]
+    gui = result.get("gui")
+    if gui and "stall_ms" in gui:
+        lines += [f"**Window:** retrieving {gui['workload']} ({gui['instances']} instances) from {gui['peer']} in "
+                  f"{gui['seconds']:.1f} s, the longest event-loop stall (a 5 ms heartbeat timer on the GUI thread) "
+                  f"was {gui['stall_ms']:.0f} ms (p99 gap {gui['p99_gap_ms']:.0f} ms; longest table refresh "
+                  f"{gui['longest_refresh_ms']:.0f} ms).", ""]
     lines += ["Studies: " + "; ".join(f"{w['name']} {w['instances']} instances, {w['bytes'] / 1e6:.0f} MB"
                                       for w in result["workloads"].values()), ""]
     for workload in result["workload_order"]:
@@ -361,7 +367,24 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def check_targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+def gui_stall(peer: Any, label: str, work: wl.Workload, folder: Path, timeout: float) -> dict[str, Any]:
+    """The window (offscreen, benchmarks/gui_stall.py in a process of its own) retrieving ``work`` from
+    ``peer``: the longest gap of a 5 ms heartbeat timer on its GUI thread, and the other figures."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "gui.json"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    cmd = [sys.executable, str(HERE / "gui_stall.py"), "--pacs", f"{peer.host}:{peer.port}:{peer.aet}",
+           "--study-uid", work.study_uid, "--flood", "0", "--json", str(out)]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        figures = next(iter(json.loads(out.read_text()).values()))
+    except (OSError, subprocess.SubprocessError, ValueError, StopIteration) as exc:
+        tail = locals().get("proc")
+        return {"error": f"{type(exc).__name__}: {exc}", "stderr": tail.stderr[-500:] if tail else ""}
+    return {"peer": label, "workload": work.name, **figures}
+
+
+def check_targets(rows: list[dict[str, Any]], gui: dict[str, Any] | None = None) -> list[tuple[str, bool]]:
     out = []
 
     def row(workload: str, peer: str, mode: str, client: str) -> dict[str, Any] | None:
@@ -388,6 +411,11 @@ def check_targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool]]:
     rss = [r["peak_rss_mb"] for r in rows if r["client"] == "pacspull"]
     if rss:
         out.append((f"PacsPull peak RSS {max(rss):.0f} MB (target < 300 MB)", max(rss) < 300))
+    if gui and "stall_ms" in gui:
+        out.append((f"Window retrieving {gui['workload']}: longest event-loop stall {gui['stall_ms']:.0f} ms "
+                    "(target < 50 ms)", gui["stall_ms"] < 50))
+    elif gui:
+        out.append((f"Window stall not measured: {gui.get('error')}", False))
     return out
 
 
@@ -435,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds a full MANY retrieve from a stock peer may take before the client is "
                              "measured on the smaller study instead (default 30)")
     parser.add_argument("--no-limits", action="store_true", help="skip the TCP/disk limit measurements")
+    parser.add_argument("--no-gui", action="store_true",
+                        help="skip the window's event-loop stall measurement (needs PySide6 and Qt's libraries)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a retrieve is killed")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "pacspull-bench-cache",
                         help="generated studies and a loaded Orthanc, reused across runs")
@@ -532,9 +562,14 @@ def main(argv: list[str] | None = None) -> int:
                             log(f"  {cell.workload:5} {kind:8} {mode:7} {client:10} run {index + 1}: "
                                 f"{run.wall:7.2f} s  {run.received}/{run.expected}  cpu {run.cpu:.2f} s  "
                                 f"rss {run.peak_rss_mb:.0f} MB {run.note}")
+        if "pacspull" in clients and "MANY" in items and not args.no_gui:
+            key = ("orthanc", "nodelay") if ("orthanc", "nodelay") in peers else next(iter(peers))
+            log(f"window: the longest event-loop stall while it retrieves MANY from {'/'.join(key)}")
+            result["gui"] = gui_stall(peers[key], "/".join(key), items["MANY"], work / "gui", args.timeout)
+            log(f"  {json.dumps(result['gui'])}")
         result["rows"] = [row for cell in cells for row in summarise(cell, clients, items)]
         result["cells"] = [{**asdict(c)} for c in cells]
-        result["targets"] = check_targets(result["rows"])
+        result["targets"] = check_targets(result["rows"], result.get("gui"))
     finally:
         for peer in peers.values():
             peer.stop()

@@ -41,5 +41,9 @@ def test_benchmark_runs_on_tiny_studies(tmp_path: Path) -> None:
     assert set(result["limits"]) == {"tcp_bulk", "tcp_round_trips", "disk_stream", "disk_small_files"}
     table = (out / "latest.md").read_text()
     assert "| dcmqrscp | nodelay | pacspull |" in table and "### Targets" in table
+    # The window's figure: it retrieved the whole MANY study while a heartbeat timer ran on its GUI thread.
+    gui = result["gui"]
+    assert gui.get("instances") == result["workloads"]["MANY"]["instances"], gui
+    assert gui["ticks"] > 0 and gui["stall_ms"] >= 0 and "**Window:**" in table
     assert list(out.glob("bench-*.json")) and list(out.glob("bench-*.md"))
     assert not list((tmp_path / "work").glob("out/*")), "retrieved files are cleaned up after each run"
