@@ -54,6 +54,20 @@ def _identifiers_not_logged() -> object:
     enable_identifier_logging(False)
 
 
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory, sample_files: list[Path]) -> Iterator[OrthancPeer]:
+    """Orthanc (AET ORTHANC, C-GET allowed for any calling AE) holding the sample studies, started once for
+    the whole session (integration and window tests alike); tests must not change what it holds."""
+    need_binary("Orthanc", "orthanc")
+    peer = OrthancPeer(tmp_path_factory.mktemp("orthanc"), nodelay=True, graceful_stop=False)
+    peer.start()
+    try:
+        peer.load(sample_files)
+        yield peer
+    finally:
+        peer.stop()
+
+
 @pytest.fixture
 def orthanc_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., OrthancPeer]]:
     """``make(**kwargs)`` starts an empty Orthanc (kwargs as OrthancPeer); all stopped after the test."""

@@ -17,7 +17,6 @@ from pathlib import Path  # noqa: E402
 import keyring
 import pytest  # noqa: E402
 from gui_helpers import node_for, write_book  # noqa: E402
-from peers import OrthancPeer, need_binary  # noqa: E402
 from PySide6.QtCore import QSettings  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
@@ -111,17 +110,3 @@ def make_window(qtbot) -> Iterator[Callable[..., MainWindow]]:  # type: ignore[n
     for window in made:
         window.close()
         assert window.context.shutdown(10_000), "a background job did not end"
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory, sample_files: list[Path]) -> Iterator[OrthancPeer]:
-    """Orthanc (AET ORTHANC) with the sample studies, started once per test module that uses it
-    (skipped when Orthanc is missing); the same setup as tests/integration's session fixture."""
-    need_binary("Orthanc", "orthanc")
-    peer = OrthancPeer(tmp_path_factory.mktemp("orthanc-gui"), nodelay=True, graceful_stop=False)
-    peer.start()
-    try:
-        peer.load(sample_files)
-        yield peer
-    finally:
-        peer.stop()

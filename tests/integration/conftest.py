@@ -10,29 +10,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from peers import DcmqrscpPeer, OrthancPeer, need_binary  # tests/ is on sys.path (tests/conftest.py)
-
-
-def _need_orthanc() -> None:
-    need_binary("Orthanc", "orthanc")
+from peers import DcmqrscpPeer, need_binary  # tests/ is on sys.path (tests/conftest.py)
 
 
 def _need_dcmtk() -> None:
     for name in ("dcmqrscp", "dcmqridx"):
         need_binary(name, "dcmtk")
-
-
-@pytest.fixture(scope="session")
-def orthanc(tmp_path_factory: pytest.TempPathFactory, sample_files: list[Path]) -> Iterator[OrthancPeer]:
-    """Orthanc (AET ORTHANC, C-GET allowed for any calling AE) holding the sample studies."""
-    _need_orthanc()
-    peer = OrthancPeer(tmp_path_factory.mktemp("orthanc"), nodelay=True, graceful_stop=False)
-    peer.start()
-    try:
-        peer.load(sample_files)
-        yield peer
-    finally:
-        peer.stop()
 
 
 @pytest.fixture(scope="session")
