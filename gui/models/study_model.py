@@ -29,6 +29,7 @@ from PySide6.QtWidgets import QApplication, QStyle
 
 from pacspull.core.query import SeriesRow, StudyRow
 from pacspull.gui import formatting as fmt
+from pacspull.gui.models.columns import header_data
 
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1  # the StudyRow or SeriesRow behind an index
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2  # a key of one type per column, so sorting never mixes types
@@ -281,16 +282,7 @@ class StudyModel(QAbstractItemModel):
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         """Column titles (and their tooltips)."""
-        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(COLUMNS):
-            return None
-        column = COLUMNS[section]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return column.header
-        if role == Qt.ItemDataRole.ToolTipRole and column.tooltip:
-            return column.tooltip
-        if role == Qt.ItemDataRole.TextAlignmentRole:
-            return column.align
-        return None
+        return header_data(COLUMNS, section, orientation, role)
 
     def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         """Display text, alignment, sort key, tooltip and state icon of one cell."""

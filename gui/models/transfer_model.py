@@ -22,6 +22,7 @@ from pacspull.core.get import RetrieveRequest, SubOperationIssue
 from pacspull.core.nodes import Node
 from pacspull.core.status import StatusInfo
 from pacspull.gui import formatting as fmt
+from pacspull.gui.models.columns import header_data
 
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1  # the TransferRow (or Issue) behind an index
 FRACTION_ROLE = Qt.ItemDataRole.UserRole + 2  # progress 0..1 as a float, -1.0 when the total is unknown
@@ -303,16 +304,7 @@ class TransferModel(QAbstractTableModel):
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         """Column titles and their tooltips."""
-        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(COLUMNS):
-            return None
-        column = COLUMNS[section]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return column.header
-        if role == Qt.ItemDataRole.ToolTipRole and column.tooltip:
-            return column.tooltip
-        if role == Qt.ItemDataRole.TextAlignmentRole:
-            return column.align
-        return None
+        return header_data(COLUMNS, section, orientation, role)
 
     def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         """Cell text, alignment, state colour, tooltips, the progress fraction and the row itself."""
