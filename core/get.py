@@ -187,6 +187,9 @@ class RequestOutcome:
     error: str | None = None
     cancelled: bool = False
     attempted: bool = False
+    # The PACS refused the C-GET itself: it aborted the association in answer to the request, before any
+    # sub-operation (Orthanc does this for a calling AE it does not allow to retrieve).
+    refused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -213,6 +216,7 @@ class RequestOutcome:
             "notes": self.notes,
             "error": self.error,
             "cancelled": self.cancelled,
+            "refused": self.refused,
         }
 
 
@@ -759,6 +763,7 @@ class Retrieval:
                 outcome.error = (f"the PACS sent nothing for {self.node.dimse_timeout:g} s: retrieve timed out "
                                  "(association aborted)")
             elif not outcome.pacs_counts and outcome.completed + outcome.failed + outcome.skipped == 0:
+                outcome.refused = True
                 outcome.error = (f"the PACS aborted the association in answer to the C-GET request: it may not "
                                  f"allow C-GET for calling AE {self.node.calling_ae!r} (Orthanc does this; ask "
                                  "the PACS admin, or use C-MOVE)")

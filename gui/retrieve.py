@@ -242,7 +242,7 @@ class RetrieveQueue(QObject):
             row, state=TransferState.RUNNING, generation=self._generation, runs=row.runs + 1,
             completed=0, failed=0, warning=0, skipped=0, bytes_received=0, elapsed=0.0, eta=None,
             remaining=row.request.expected if row.runs == 0 else None, failures=(), warnings=(),
-            message="", notes=(), status=None, pacs_counts=()))
+            message="", notes=(), status=None, pacs_counts=(), refused=False))
         self.workerStarted.emit(worker)  # before the thread starts, so no event can be missed
         self.runner.start(worker)
         if not self._timer.isActive():
@@ -338,7 +338,7 @@ def _finished_row(row: TransferRow, run: _Run, summary: RetrievalSummary) -> Tra
                        skipped=outcome.skipped, bytes_received=outcome.bytes_received, elapsed=outcome.seconds,
                        remaining=outcome.remaining, failures=tuple(outcome.failures),
                        warnings=tuple(outcome.warnings), notes=tuple(outcome.notes),
-                       pacs_counts=tuple(outcome.pacs_counts.items()),
+                       pacs_counts=tuple(outcome.pacs_counts.items()), refused=outcome.refused,
                        # A C-GET that got no final answer (aborted, timed out) says so: code -1, "none".
                        status=outcome.status or (describe(None) if outcome.attempted else None))
     else:

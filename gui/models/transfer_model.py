@@ -24,6 +24,7 @@ from pacspull.core.status import StatusInfo
 from pacspull.gui import formatting as fmt
 from pacspull.gui.models.columns import header_data
 
+REFUSED = "Refused by the PACS"  # the State of a failed transfer whose C-GET the PACS refused
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1  # the TransferRow (or Issue) behind an index
 FRACTION_ROLE = Qt.ItemDataRole.UserRole + 2  # progress 0..1 as a float, -1.0 when the total is unknown
 
@@ -93,6 +94,7 @@ class TransferRow:
     # C-GET was never sent, or the run has not ended) and the sub-operation counts it last reported.
     status: StatusInfo | None = None
     pacs_counts: tuple[tuple[str, int], ...] = ()  # ("completed", 60), ("failed", 1), ...
+    refused: bool = False  # the PACS refused the C-GET itself (core's RequestOutcome.refused)
     runs: int = 0  # 1 after the first start, 2 after a retry...
     generation: int = 0  # of the worker running it (0: none yet)
 
@@ -152,6 +154,8 @@ class TransferRow:
             return f"Incomplete, {self.failed:,} failed" if self.failed else "Incomplete"
         if state is TransferState.CANCELLED:
             return f"Cancelled, {self.kept:,} kept"
+        if state is TransferState.FAILED and self.refused:
+            return REFUSED
         return state.value
 
     def progress_text(self) -> str:

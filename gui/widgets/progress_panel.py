@@ -240,7 +240,8 @@ def status_line(row: TransferRow) -> str:
     elif state is TransferState.CANCELLED:
         text = row.message or f"Cancelled: {fmt.plural(row.kept, 'image')} kept."
     else:
-        text = f"Failed. {row.message}" if row.message else "Failed."
+        head = row.state_text()  # "Failed", or "Refused by the PACS"
+        text = f"{head}. {row.message}" if row.message else f"{head}."
     if row.notes and not state.active:
         text = f"{text} ({'; '.join(row.notes)})"
     return text

@@ -275,16 +275,16 @@ def test_a_pacs_that_refuses_c_get_is_shown_as_failed_with_the_reason(
         _press_enter_on(qtbot, window, study)
 
     cells = _cells(window)
-    assert cells["State"] == "Failed"
+    assert cells["State"] == "Refused by the PACS"
     assert cells["C-GET status"] == "none"
     assert _tooltip(window, "C-GET status") == "No status: no response from the PACS (timeout or aborted association)"
     assert _counts(cells)[:3] == ("0", "0", "0")
     details = window.progress_panel.details
     reason = details.status.text()
-    assert reason.startswith("Failed. The PACS aborted the association in answer to the C-GET request")
+    assert reason.startswith("Refused by the PACS. The PACS aborted the association in answer to the C-GET request")
     assert "it may not allow C-GET for calling AE 'PACSPULL'" in reason
     assert "ask the PACS admin, or use C-MOVE" in reason
-    assert _tooltip(window, "State") == reason.removeprefix("Failed. ")
+    assert _tooltip(window, "State") == reason.removeprefix("Refused by the PACS. ")
     assert details.pacs.text() == "C-GET status: none. No response from the PACS (timeout or aborted association)."
     assert details.pacs.property("state") == "failed"
     # Which PACS refused, and the calling AE its administrator has to allow.

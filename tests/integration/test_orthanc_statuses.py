@@ -87,7 +87,7 @@ def test_not_found(orthanc: Any, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 4
     request = summary["requests"][0]
     assert request["status"] == 0xC000 and summary["completed"] == summary["failed"] == 0
-    assert "0xC000" in summary["error"]
+    assert "0xC000" in summary["error"] and request["refused"] is False  # it answered: not a refusal
 
 
 def test_cancelled(orthanc: Any, tmp_path: Path) -> None:
@@ -120,4 +120,5 @@ def test_refused(orthanc_factory: Any, sample_files: list[Path], tmp_path: Path,
     assert code == 3
     assert "aborted the association" in summary["error"]
     assert "C-GET" in summary["error"]  # says what the PACS refused, not just "aborted"
+    assert [r["refused"] for r in summary["requests"]] == [True]
     assert files(tmp_path) == []
