@@ -863,49 +863,34 @@ def _write_atomically(final: Path, head: bytes, source: Source, *, fsync: bool =
     return size
 
 
-_syncfs: Callable[[int], int] | None | bool = False  # resolved on first use: libc syncfs, or None
+@functools.lru_cache(maxsize=None)
+def _linux_libc(name: str, *argtypes: str) -> Callable[..., int] | None:
+    """The C library's ``name`` (ctypes argument types named by ``argtypes``) on Linux, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [getattr(ctypes, t) for t in argtypes]
+    function.restype = ctypes.c_int
+    return function
 
 
 def _libc_syncfs() -> Callable[[int], int] | None:
     """Linux's syncfs(2) (flush one file system: every dirty file and directory on it), or None."""
-    global _syncfs
-    if _syncfs is False:
-        _syncfs = None
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-
-                function = ctypes.CDLL(None, use_errno=True).syncfs
-                function.argtypes = [ctypes.c_int]
-                function.restype = ctypes.c_int
-                _syncfs = function
-            except (OSError, AttributeError):
-                _syncfs = None
-    return _syncfs  # type: ignore[return-value]
-
-
-_sync_file_range: Callable[..., int] | None | bool = False  # resolved on first use
+    return _linux_libc("syncfs", "c_int")
 
 
 def _start_writeback(fd: int) -> None:
     """Linux: have the kernel start writing the file's pages now, without waiting (sync_file_range
     SYNC_FILE_RANGE_WRITE), so the flush at the end of a request finds little left to do. Elsewhere,
     and on any error, nothing: the later sync() still flushes everything."""
-    global _sync_file_range
-    if _sync_file_range is False:
-        _sync_file_range = None
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-
-                function = ctypes.CDLL(None, use_errno=True).sync_file_range
-                function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-                function.restype = ctypes.c_int
-                _sync_file_range = function
-            except (OSError, AttributeError):
-                _sync_file_range = None
-    if _sync_file_range is not None:
-        _sync_file_range(fd, 0, 0, 2)  # SYNC_FILE_RANGE_WRITE; a failure here changes nothing
+    sync_file_range = _linux_libc("sync_file_range", "c_int", "c_longlong", "c_longlong", "c_uint")
+    if sync_file_range is not None:
+        sync_file_range(fd, 0, 0, 2)  # SYNC_FILE_RANGE_WRITE; a failure here changes nothing
 
 
 def _fsync_path(path: Path, *, directory: bool = False) -> None:
