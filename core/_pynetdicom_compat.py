@@ -54,7 +54,8 @@ folder, which wins). Its parts, each switchable in ``SETTINGS`` (benchmarks/leve
   1 ms between looks at its flags whenever no service call has paused it (``time.sleep(0.001)`` in
   ``Association._run_reactor``), 1,000 wake-ups a second while an association is open but idle. Its
   sleep now waits up to ``idle_poll`` for a nudge: a service call pausing it (its checkpoint event is
-  cleared or set), a DIMSE message or an ACSE primitive (release, abort) queued for it.
+  cleared or set), kill(), or an ACSE primitive (release, abort) queued for it. It never takes a DIMSE
+  message: on a requestor each one answers a send_*() call of ours (see ``_quiet_reactor``).
 """
 
 from __future__ import annotations
@@ -184,7 +185,19 @@ def _quiet_reactor(assoc: Association) -> None:
     # kill() sets the checkpoint (a nudge) *before* it sets _kill: nudge again once _kill is set, or the
     # reactor may look too early and then sleep out idle_poll, outliving the association by that much.
     assoc.kill = _then_nudge(assoc.kill, nudged.set)  # type: ignore[method-assign]
-    assoc.dimse.msg_queue.put = _then_nudge(assoc.dimse.msg_queue.put, nudged.set)  # type: ignore[method-assign]
+    # The reactor of a requestor never takes a DIMSE message: each one is an answer that a send_*() call
+    # of ours is waiting for. pynetdicom pauses the reactor during send_*(), but its pause check reads a
+    # stale _is_paused right after the previous call resumed it, so the reactor could take the answer to
+    # the next request (a C-FIND's final response after a C-ECHO, 2 in 300 under load) and the caller
+    # waited out its timeout.
+    get_msg = assoc.dimse.get_msg
+
+    def get_msg_unless_reactor(block: bool = False) -> Any:
+        if threading.current_thread() is assoc:
+            return None, None
+        return get_msg(block)
+
+    assoc.dimse.get_msg = get_msg_unless_reactor  # type: ignore[method-assign]
     assoc.dul.to_user_queue.put = _then_nudge(assoc.dul.to_user_queue.put, nudged.set)  # type: ignore[method-assign]
     setattr(assoc, _WAIT_ATTR, wait)  # the Association object is the reactor thread
     if not isinstance(_association_module.time, _DulTime):

@@ -335,10 +335,16 @@ def is_open(assoc: Association) -> bool:
 
 
 def close(assoc: Association) -> None:
-    """Release ``assoc`` if it is still open, then stop its AE (the end of every association we open)."""
+    """Release ``assoc`` if it is still open, stop its AE and wait for its thread to end (the end of every
+    association we open: nothing of it outlives the call, so a window closing mid-retrieve leaves none)."""
     if is_open(assoc):
         assoc.release()
     assoc.ae.shutdown()
+    if assoc.is_alive() and assoc is not threading.current_thread():
+        assoc.join(_THREAD_END_SECONDS)
+
+
+_THREAD_END_SECONDS = 5.0  # its last reactor turn after release or abort takes milliseconds
 
 
 def build_contexts(

@@ -476,3 +476,22 @@ def test_a_quiet_reactor_ends_with_its_association(echo_scp: tuple[str, int], mo
             assert not assoc.is_alive(), f"the reactor outlived the association ({end})"
         finally:
             assoc.ae.shutdown()
+
+
+def test_the_reactor_of_a_requestor_never_takes_an_answer(echo_scp: tuple[str, int]) -> None:
+    """A DIMSE message queued while no send_*() call waits stays for the next caller. pynetdicom's own
+    reactor would take it (its pause check can read a stale flag right after the previous call), and the
+    caller then waited out its timeout: a C-FIND after a C-ECHO lost its final response 2 times in 300."""
+    assoc = _associate(echo_scp, fast=True)
+    try:
+        assert "quiet_reactor" in assoc._pacspull_fast
+        assert assoc.send_c_echo().Status == 0x0000
+        assert assoc._reactor_checkpoint.is_set()  # not paused: the reactor is free to look
+        marker = object()
+        assoc.dimse.msg_queue.put((1, marker))
+        assoc._reactor_checkpoint.set()  # a nudge: the reactor runs its loop now
+        time.sleep(0.3)
+        assert assoc.dimse.msg_queue.get_nowait() == (1, marker)
+    finally:
+        assoc.abort()  # not release(): a reactor that took the marker died on it and would never pause
+        assoc.ae.shutdown()
