@@ -300,7 +300,7 @@ def test_a_declared_4_gib_pdu_is_refused_before_any_allocation(scp: Callable[...
 
 
 def test_pdu_limit_follows_what_we_announced() -> None:
-    from pacspull.core._pynetdicom_compat import pdu_limit
+    from pacspull.core.dimse_wire import pdu_limit
 
     assert pdu_limit(131072) == 131072 + 6
     assert pdu_limit(4096) == (1 << 16) + 6  # an A-ASSOCIATE-AC may exceed a tiny announced maximum
@@ -310,7 +310,7 @@ def test_pdu_limit_follows_what_we_announced() -> None:
 # -- a declared 4 GiB PDU on every kind of association (the cap of the fast transport) --------------
 #
 # Since the fast transport is installed at EVT_CONN_OPEN on every association (echo and find too), the
-# PDU length cap (``_pynetdicom_compat.pdu_limit``) guards the A-ASSOCIATE-AC as well as P-DATA: a PDU
+# PDU length cap (``dimse_wire.pdu_limit``) guards the A-ASSOCIATE-AC as well as P-DATA: a PDU
 # header declaring 0xFFFFFFFF bytes is refused before anything is allocated, whatever follows it.
 
 GIANT_AC = b"\x02\x00\xff\xff\xff\xff"  # A-ASSOCIATE-AC, length 4 GiB - 1
