@@ -113,7 +113,7 @@ def masked(text: str) -> str:
 
 
 def _mask_record(record: logging.LogRecord) -> None:
-    if not _known and not record.name.startswith("pynetdicom"):
+    if not _known and not (record.name or "").startswith("pynetdicom"):  # logging.makeLogRecord: None
         return
     try:
         text = record.getMessage()

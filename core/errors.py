@@ -18,6 +18,11 @@ class PacsPullError(Exception):
         self.hint = hint
         self.stage = stage
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle as the same class with the same attributes (a retrieve's child process sends its errors
+        to the window); the default would call ``cls(*args)``, which subclasses' signatures refuse."""
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
     def __str__(self) -> str:
         text = self.message
         if self.stage:
@@ -25,6 +30,14 @@ class PacsPullError(Exception):
         if self.hint:
             text = f"{text} ({self.hint})"
         return text
+
+
+def _rebuild(cls: type[PacsPullError], args: tuple[object, ...], state: dict[str, object]) -> PacsPullError:
+    """Unpickle a ``PacsPullError`` (see ``__reduce__``) without calling its ``__init__``."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class InvalidInput(PacsPullError):

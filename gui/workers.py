@@ -47,6 +47,7 @@ from pacspull.core.get import (
 from pacspull.core.nodes import Node
 from pacspull.core.progress import CancelToken
 from pacspull.core.query import Level, QueryRequest, find
+from pacspull.core.retrieve_process import IsolatedRetrieval
 from pacspull.core.storage import StoredInstance, StudyWriter
 from pacspull.gui.demo import DemoServer
 
@@ -219,7 +220,8 @@ class Latest(Generic[T]):
 
 
 class RetrieveWorker(Worker):
-    """A C-GET of ``requests`` from ``node`` into ``destination`` (core's ``Retrieval``, on this thread).
+    """A C-GET of ``requests`` from ``node`` into ``destination`` (core's ``Retrieval`` in a child process,
+    watched from this thread; see ``isolated``).
 
     Signals, all carrying the generation first:
 
@@ -236,6 +238,10 @@ class RetrieveWorker(Worker):
 
     ``cancel()`` (any thread) makes core send C-CANCEL; instances already stored are kept.
     """
+
+    # The engine runs in a child process (core.retrieve_process): its Python work then never holds the
+    # GIL the GUI thread needs. Off: on this thread, in this process (tests that patch core use it).
+    isolated = True
 
     instanceStored = Signal(int, object)  # generation, StoredInstance
     subOperationFailed = Signal(int, object)  # generation, SubOperationIssue
@@ -254,19 +260,32 @@ class RetrieveWorker(Worker):
         self.layout = layout
         self.options = options
         self._latest: Latest[RetrievalProgress | None] = Latest(None)
+        self._isolated: IsolatedRetrieval | None = None
+
+    @property
+    def child_pid(self) -> int | None:
+        """The process running the engine (None before it starts, or when not ``isolated``)."""
+        return None if self._isolated is None else self._isolated.pid
 
     def latest_progress(self) -> RetrievalProgress | None:
         """The newest progress snapshot (None before the first one); safe from any thread."""
         return self._latest.get()
 
     def work(self) -> None:
-        """Open the destination, run the retrieval, report it; runs on the worker thread."""
-        writer = StudyWriter(self.destination, layout=self.layout)  # InvalidInput: ``failed``
+        """Run the retrieval (in a child process unless ``isolated`` is off), report it; runs on the
+        worker thread. An unusable destination raises ``InvalidInput``: ``failed``."""
         relay = _Relay(self)
-        retrieval = Retrieval(self.node, self.requests, writer, listener=relay, cancel=self.token,
-                              options=self.options)
         LOG.info("Retrieve #%d from %s: %s into %s", self.generation, self.node.address,
-                 ", ".join(r.describe() for r in self.requests), writer.dest)
+                 ", ".join(r.describe() for r in self.requests), self.destination)
+        retrieval: Retrieval | IsolatedRetrieval
+        if self.isolated:
+            retrieval = self._isolated = IsolatedRetrieval(
+                self.node, self.requests, self.destination, layout=self.layout, listener=relay,
+                cancel=self.token, options=self.options)
+        else:
+            writer = StudyWriter(self.destination, layout=self.layout)
+            retrieval = Retrieval(self.node, self.requests, writer, listener=relay, cancel=self.token,
+                                  options=self.options)
         summary = retrieval.run()
         self._log_summary(summary, retrieval.context_report)
         self.finished.emit(self.generation, summary)

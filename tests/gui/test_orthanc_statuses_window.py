@@ -25,6 +25,7 @@ from pacspull.core.settings import AppSettings
 from pacspull.core.storage import StudyWriter
 from pacspull.gui.models.study_model import ROW_ROLE
 from pacspull.gui.models.transfer_model import COLUMNS, ISSUE_COLUMNS
+from pacspull.gui.workers import RetrieveWorker
 
 from gui_helpers import files_on_disk, leftovers, node_for
 
@@ -119,6 +120,8 @@ def _failing_store(monkeypatch: pytest.MonkeyPatch, should_fail: Any, delay: flo
         return real(self, **kwargs)
 
     monkeypatch.setattr(storage.StudyWriter, "store", store)
+    # The patch lives in this process: run the engine here too, not in its usual child process.
+    monkeypatch.setattr(RetrieveWorker, "isolated", False)
 
 
 # -- the six outcomes ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Every test waits on signals or on the model (``waitUntil``), never on time. Thro
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,11 +236,40 @@ def _client_threads() -> list[threading.Thread]:
             or (isinstance(t, Association) and t.is_requestor)]
 
 
+def test_the_engine_runs_in_a_process_of_its_own(qtbot, make_window, own_pacs, counter):
+    """The window's process only relays: no association of ours in it, so the engine's Python never holds
+    the GUI thread's GIL (benchmarks/gui_stall.py measures what that is worth)."""
+    own_pacs.faults = Faults(delay_per_instance=0.03)
+    window = _window(make_window, node_for(own_pacs.port), counter)
+    workers = []
+    window.retrieve.workerStarted.connect(workers.append)
+    _search(qtbot, window)
+    with qtbot.waitSignal(window.retrieve.queueFinished, timeout=TIMEOUT_MS):
+        _retrieve(qtbot, window, "CT Abdomen")
+        qtbot.waitUntil(lambda: window.transfers.rows()[0].completed >= 2, timeout=TIMEOUT_MS)
+        pid = workers[0].child_pid
+        assert pid is not None and pid != os.getpid() and _alive(pid)
+        assert not _client_threads()
+    assert window.transfers.rows()[0].state is TransferState.DONE
+    assert sorted(counter.stored) == sorted(files_on_disk(_destination())) == sorted(_sample("CT Abdomen").instance_uids)
+    assert not _alive(pid)  # it exited (and was reaped) with the transfer
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_closing_mid_retrieve_asks_then_cancels_and_leaves_no_thread(
         qtbot, make_window, own_pacs, counter, questions):
     own_pacs.faults = Faults(delay_per_instance=0.03)
     window = _window(make_window, node_for(own_pacs.port), counter)
     _search(qtbot, window)
+    workers = []
+    window.retrieve.workerStarted.connect(workers.append)
     _retrieve(qtbot, window, "CT Thorax Übersicht", "MR Head")
     qtbot.waitUntil(lambda: window.transfers.rows()[0].completed >= 2, timeout=TIMEOUT_MS)
 
@@ -253,7 +283,7 @@ def test_closing_mid_retrieve_asks_then_cancels_and_leaves_no_thread(
     window.close()
     assert not window.isVisible() and len(questions.asked) == 2
     assert window.context.runner.active == 0  # every worker thread ended inside closeEvent
-    assert not _client_threads()
+    assert not _client_threads() and not any(_alive(w.child_pid) for w in workers)  # no retrieve process left
     on_disk = files_on_disk(_destination())
     assert 2 <= len(on_disk) < 61 and not leftovers(_destination())
     # The last instanceStored signals were queued while closeEvent waited; they still arrive, one per file.

@@ -1,0 +1,430 @@
+"""A retrieve run in a child process, reporting to a listener in the calling process.
+
+Why: the window's retrieve used to run on a QThread of the window's own process. Receiving a study is
+about a millisecond of Python per instance, so at hundreds of instances a second that thread holds the
+GIL most of the time, and the GUI thread, which needs the GIL for every Python slot, paint call and
+timer tick, waits for it: 40–80 ms stalls while retrieving 3,000 small instances (benchmarks/gui_stall.py).
+In a process of its own the engine has its own GIL; the window's process only reads a few batches of
+events a second.
+
+``IsolatedRetrieval`` has ``Retrieval``'s shape (``run()`` → ``RetrievalSummary``, ``context_report``)
+and calls the same ``RetrievalListener`` methods, on the thread that called ``run()``:
+
+* the child is a fresh interpreter (``python -m pacspull.core.retrieve_process``; in a frozen build the
+  window's own executable with ``CHILD_FLAG``), never a fork of a process running Qt, and it imports
+  neither Qt nor the script that started the window. It runs ``Retrieval`` into its own ``StudyWriter``,
+  so every storage guarantee is the engine's own;
+* the job goes to its stdin, its events come back on its stdout, as length-prefixed pickles: in
+  batches, at most every ``BATCH_SECONDS`` (stored instances, failed and warning sub-operations in order;
+  the newest progress snapshot; each request's outcome; log records, already masked by the child), then
+  the summary or the error. Anything the child prints goes to the null device, never between frames;
+* ``cancel`` is forwarded as a frame on its stdin (the child sends an empty batch at least every
+  ``HEARTBEAT_SECONDS``, so the reader looks at the token that often); the child sends C-CANCEL as the
+  engine does in-process. If the calling process goes away, the child sees its stdin close and cancels
+  too, keeping every instance stored so far (and, as always, no partial file under a final name);
+* the child lowers its own priority (``CHILD_NICENESS``; below normal on Windows);
+* the log: the child copies our loggers' levels and the patient-identifier switch (core.privacy) when
+  it starts, and sends its records here (a change of verbosity applies from the next retrieve);
+* the node's secret, if it needs one, is read here (the keyring, or one lent for this run) and handed
+  to the child with the job: the child never asks the keyring.
+
+Why not ``multiprocessing``: its *spawn* re-imports the parent's ``__main__`` in the child (the window's
+script, so Qt: +0.2 s and ~30 MB per retrieve) and needs ``freeze_support`` in frozen builds; a plain
+child process with two pipes needs neither.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from pacspull.core import credentials, privacy
+from pacspull.core.errors import PacsPullError
+from pacspull.core.get import (
+    RequestOutcome,
+    RetrievalListener,
+    RetrievalProgress,
+    RetrievalSummary,
+    Retrieval,
+    RetrieveOptions,
+    RetrieveRequest,
+    SubOperationIssue,
+)
+from pacspull.core.nodes import Node
+from pacspull.core.progress import CancelToken
+from pacspull.core.storage import StoredInstance, StudyWriter
+
+LOG = logging.getLogger(__name__)
+BATCH_SECONDS = 0.05  # the child sends what happened at most this often (20 batches a second)
+HEARTBEAT_SECONDS = 0.25  # and an empty batch this often, so a cancel is passed on even while nothing arrives
+CHILD_FLAG = "--pacspull-retrieve-process"  # a frozen build's window executable, started as the child
+# The child runs at a lower priority than the window: on a busy machine (the PACS itself on the same two
+# cores, a viewer rendering) the scheduler then lets the GUI thread run first. Measured with a CPU hog
+# beside a retrieve of 3,000 instances from Orthanc: the window's longest stall 18–21 ms instead of
+# 25–48 ms, and the retrieve no slower (benchmarks/FINDINGS.md, "The window").
+CHILD_NICENESS = 10
+_WINDOWS_FLAGS = getattr(subprocess, "CREATE_NO_WINDOW", 0) | getattr(subprocess, "BELOW_NORMAL_PRIORITY_CLASS", 0)
+_LOGGER_PREFIXES = ("pacspull", "pynetdicom")
+
+
+class ChildProcessError(PacsPullError):  # noqa: A001 - ours, not the builtin; named for what it says
+    """The retrieve's child process ended without reporting (killed, or a crash in the interpreter)."""
+
+
+@dataclass(frozen=True)
+class _Job:
+    node: Node
+    requests: tuple[RetrieveRequest, ...]
+    destination: str
+    layout: str
+    options: RetrieveOptions
+    secret: str | None
+    levels: dict[str, int]
+    identifiers_logged: bool
+
+
+def _logger_levels() -> dict[str, int]:
+    """The levels set on our loggers and pynetdicom's (and the root's) here, for the child to copy."""
+    levels = {"": logging.getLogger().level}
+    for name, logger in logging.root.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and logger.level and name.startswith(_LOGGER_PREFIXES):
+            levels[name] = logger.level
+    return levels
+
+
+class IsolatedRetrieval:
+    """``Retrieval`` of ``requests`` from ``node`` into ``destination``, run in a child process."""
+
+    def __init__(self, node: Node, requests: Sequence[RetrieveRequest], destination: Path | str, *,
+                 layout: str, listener: RetrievalListener | None = None, cancel: CancelToken | None = None,
+                 options: RetrieveOptions = RetrieveOptions()) -> None:
+        self.node = node
+        self.requests = tuple(requests)
+        self.destination = str(destination)
+        self.layout = layout
+        self.listener = listener or RetrievalListener()
+        self.cancel = cancel or CancelToken()
+        self.options = options
+        self.context_report: list[str] = []
+        self.pid: int | None = None
+
+    def _secret(self) -> str | None:
+        if not self.node.identity_has_secret:
+            return None
+        return credentials.get_secret(self.node.name)
+
+    def run(self) -> RetrievalSummary:
+        """Start the child, relay its events to the listener until it reports the end; the summary.
+
+        Raises what the child raised before it could retrieve (an unusable destination:
+        ``InvalidInput``), or ``ChildProcessError`` if it could not start or ended without a word."""
+        job = _Job(self.node, self.requests, self.destination, self.layout, self.options, self._secret(),
+                   _logger_levels(), privacy.identifiers_logged())
+        try:
+            child = subprocess.Popen(child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=None if sys.stderr else subprocess.DEVNULL,
+                                     creationflags=_WINDOWS_FLAGS)
+        except OSError as exc:
+            raise ChildProcessError(f"cannot start the retrieve process: {exc}",
+                                    hint="reinstall PacsPull if this persists") from None
+        self.pid = child.pid
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            _write_frame(child.stdin, job)
+            return self._relay(child.stdout, child.stdin)
+        except BrokenPipeError:
+            raise self._ended(child) from None
+        finally:
+            for stream in (child.stdin, child.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            try:
+                child.wait(5)
+            except subprocess.TimeoutExpired:  # it reported its end: only its interpreter's exit is left
+                LOG.warning("The retrieve process %s did not exit; killing it", child.pid)
+                child.kill()
+                child.wait(5)
+
+    def _ended(self, child: subprocess.Popen[bytes]) -> ChildProcessError:
+        try:
+            code = child.wait(5)
+        except subprocess.TimeoutExpired:
+            code = None
+        return ChildProcessError(f"the retrieve process ended without reporting (exit code {code})",
+                                 hint="instances stored before it ended are kept; the log may say more")
+
+    def _relay(self, events: IO[bytes], control: IO[bytes]) -> RetrievalSummary:
+        """Read the child's batches (at least one every ``HEARTBEAT_SECONDS``), pass on cancel."""
+        outcomes = [RequestOutcome(request) for request in self.requests]
+        cancel_sent = False
+        while True:
+            batch = _read_frame(events)
+            if batch is None:
+                break
+            for event in batch:
+                end = self._dispatch(event, outcomes)
+                if end is not None:
+                    return end
+            if self.cancel.cancelled and not cancel_sent:
+                cancel_sent = True
+                try:
+                    _write_frame(control, "cancel")
+                except OSError:
+                    pass  # already gone: its last frames (or their absence) tell the rest
+        raise BrokenPipeError
+
+    def _dispatch(self, event: tuple[Any, ...], outcomes: list[RequestOutcome]) -> RetrievalSummary | None:
+        kind = event[0]
+        if kind == "stored":
+            self.listener.instance_stored(outcomes[event[1]], event[2])
+        elif kind == "failed":
+            self.listener.sub_operation_failed(outcomes[event[1]], event[2])
+        elif kind == "warning":
+            self.listener.sub_operation_warning(outcomes[event[1]], event[2])
+        elif kind == "progress":
+            self.listener.progress(event[1])
+        elif kind == "request":
+            outcomes[event[1]] = event[2]
+            self.listener.request_finished(event[2])
+        elif kind == "log":
+            record = logging.makeLogRecord(event[1])
+            logger = logging.getLogger(record.name)
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+        elif kind == "done":
+            summary, self.context_report = event[1], event[2]
+            self.listener.finished(summary)
+            return summary
+        elif kind == "error":
+            raise event[1]
+        elif kind == "crash":
+            raise ChildProcessError(f"the retrieve process failed: {event[1].strip().splitlines()[-1]}",
+                                    hint="details are in the log")
+        return None
+
+
+def child_command() -> list[str]:
+    """How to start the child: this interpreter with this module, or (frozen) this executable with
+    ``CHILD_FLAG``, which the window's entry script hands to ``child_main`` before importing Qt."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, CHILD_FLAG]
+    return [sys.executable, "-m", __name__]
+
+
+# -- frames: a 4-byte big-endian length, then a pickle ------------------------------------------------
+
+
+def _write_frame(stream: IO[bytes], value: Any) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(struct.pack(">I", len(data)) + data)
+    stream.flush()
+
+
+def _read_exact(stream: IO[bytes], size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(stream: IO[bytes]) -> Any:
+    """The next value, or None at the end of the stream."""
+    header = _read_exact(stream, 4)
+    if header is None:
+        return None
+    data = _read_exact(stream, struct.unpack(">I", header)[0])
+    return None if data is None else pickle.loads(data)
+
+
+# -- the child ----------------------------------------------------------------------------------------
+
+
+class _Outbox:
+    """Events of the child, sent to the parent in batches by a thread of their own: at most every
+    ``BATCH_SECONDS``, and an empty one every ``HEARTBEAT_SECONDS`` so the parent can pass on a cancel."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._events: list[tuple[Any, ...]] = []
+        self._progress: RetrievalProgress | None = None
+        self._sent_at = time.monotonic()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pacspull-outbox", daemon=True)
+        self._thread.start()
+
+    def put(self, *event: Any) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def progress(self, snapshot: RetrievalProgress) -> None:
+        with self._lock:
+            self._progress = snapshot
+
+    def progress_now(self) -> None:
+        """Queue the newest snapshot in order (before a request's outcome)."""
+        with self._lock:
+            if self._progress is not None:
+                self._events.append(("progress", self._progress))
+                self._progress = None
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._events = self._events, []
+            if self._progress is not None:
+                batch.append(("progress", self._progress))
+                self._progress = None
+        if batch or time.monotonic() - self._sent_at >= HEARTBEAT_SECONDS:
+            with self._send_lock:
+                _write_frame(self.stream, batch)
+            self._sent_at = time.monotonic()
+
+    def _loop(self) -> None:
+        while not self._closed.wait(BATCH_SECONDS):
+            try:
+                self._flush()
+            except OSError:
+                return  # the parent is gone; the control watcher cancels the retrieve
+
+    def close(self, *final: Any) -> None:
+        """Send what is left and ``final`` last, then stop."""
+        self._closed.set()
+        self._thread.join()
+        self.put(*final)
+        try:
+            self._flush()
+        except OSError:
+            pass
+
+
+class _ChildListener(RetrievalListener):
+    def __init__(self, outbox: _Outbox, requests: Sequence[RetrieveRequest]) -> None:
+        self.outbox = outbox
+        self._index = {id(request): i for i, request in enumerate(requests)}
+
+    def _of(self, outcome: RequestOutcome) -> int:
+        return self._index.get(id(outcome.request), 0)
+
+    def instance_stored(self, outcome: RequestOutcome, stored: StoredInstance) -> None:
+        self.outbox.put("stored", self._of(outcome), stored)
+
+    def sub_operation_failed(self, outcome: RequestOutcome, issue: SubOperationIssue) -> None:
+        self.outbox.put("failed", self._of(outcome), issue)
+
+    def sub_operation_warning(self, outcome: RequestOutcome, issue: SubOperationIssue) -> None:
+        self.outbox.put("warning", self._of(outcome), issue)
+
+    def progress(self, snapshot: RetrievalProgress) -> None:
+        self.outbox.progress(snapshot)
+
+    def request_finished(self, outcome: RequestOutcome) -> None:
+        self.outbox.progress_now()
+        # A copy: the outbox pickles it later, on its own thread, and the engine may still add a note.
+        self.outbox.put("request", self._of(outcome), copy.deepcopy(outcome))
+
+
+class _Forward(logging.Handler):
+    """Sends each record (its message already formatted and masked) to the parent."""
+
+    def __init__(self, outbox: _Outbox) -> None:
+        super().__init__(logging.DEBUG)
+        self.outbox = outbox
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            state = dict(record.__dict__)
+            state["msg"], state["args"] = record.getMessage(), None
+            if record.exc_info:
+                state["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            state["exc_info"] = None
+            self.outbox.put("log", state)
+        except Exception:  # noqa: BLE001 - logging must never break the retrieve
+            self.handleError(record)
+
+
+def _watch_control(control: IO[bytes], cancel: CancelToken) -> None:
+    """Cancel on the parent's word, or when the parent is gone (its end of the pipe closed)."""
+    try:
+        while _read_frame(control) not in ("cancel", None):
+            pass
+    except (OSError, ValueError, pickle.UnpicklingError):
+        pass
+    cancel.cancel()
+
+
+def _retrieve(job: _Job, outbox: _Outbox, cancel: CancelToken) -> None:
+    root = logging.getLogger()
+    root.handlers[:] = [_Forward(outbox)]
+    for name, level in job.levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    credentials.install_log_masking()
+    privacy.enable_identifier_logging(job.identifiers_logged)
+    if job.secret is not None:
+        credentials.remember_for_run(job.node.name, job.secret)
+    try:
+        writer = StudyWriter(job.destination, layout=job.layout)
+        retrieval = Retrieval(job.node, job.requests, writer, listener=_ChildListener(outbox, job.requests),
+                              cancel=cancel, options=job.options)
+        summary = retrieval.run()
+        outbox.close("done", summary, retrieval.context_report)
+    except PacsPullError as exc:
+        outbox.close("error", exc)
+
+
+def child_main() -> int:
+    """The child process: read the job from stdin, retrieve, report through stdout; stdin then carries
+    "cancel" (or closes, when the parent is gone). Anything else printed goes nowhere."""
+    if hasattr(os, "nice"):  # Windows: the parent's creation flags did it
+        os.nice(CHILD_NICENESS)
+    control = os.fdopen(os.dup(0), "rb")
+    events = os.fdopen(os.dup(1), "wb")
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)  # a stray print() must never land between two frames
+    outbox = None
+    try:
+        job = _read_frame(control)
+        if not isinstance(job, _Job):
+            return 2
+        outbox = _Outbox(events)
+        cancel = CancelToken()
+        threading.Thread(target=_watch_control, args=(control, cancel), name="pacspull-control",
+                         daemon=True).start()
+        _retrieve(job, outbox, cancel)
+    except BaseException:  # noqa: BLE001 - reported to the parent, which decides
+        if outbox is None:
+            raise
+        outbox.close("crash", traceback.format_exc())
+    finally:
+        logging.shutdown()
+    try:
+        events.close()
+    except OSError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    # Run this module's function under its real name: the job's classes unpickle from there.
+    from pacspull.core.retrieve_process import child_main as _child_main
+
+    sys.exit(_child_main())
