@@ -4,18 +4,23 @@
 selected), starts the demo PACS in the background when the demo node is selected, shows the window
 and, on exit, stops background jobs and the demo PACS.
 
-``--self-test`` (for installers): start, show the window, run one query against the demo PACS, exit 0
-if rows arrived and 1 otherwise, within ``--timeout`` seconds.
+``--self-test`` (for installers): start, show the window, run one query against the demo PACS and
+retrieve its smallest study into a temporary folder (through the retrieve's child process, as a user's
+retrieve runs), exit 0 if rows and every file arrived and 1 otherwise, within ``--timeout`` seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Slot
 from PySide6.QtWidgets import QApplication, QMessageBox
@@ -26,20 +31,25 @@ from pacspull.gui import logging_setup, style
 from pacspull.gui.context import AppContext
 from pacspull.gui.demo import demo_node, is_demo_node
 from pacspull.gui.main_window import MainWindow
-from pacspull.gui.workers import FindDone
+from pacspull.gui.models.transfer_model import TransferState
+from pacspull.gui.workers import FindDone, RetrieveWorker
 
 LOG = logging.getLogger(__name__)
 APP_NAME = "PacsPull"
 
 
 class SelfTest(QObject):
-    """One query against the demo PACS through the real window; the result becomes the exit code."""
+    """One query and one retrieve from the demo PACS through the real window; the result becomes the exit
+    code."""
 
     def __init__(self, window: MainWindow, timeout_s: float) -> None:
         super().__init__(window)
         self.window = window
         self.timeout_s = timeout_s
         self.exit_code: int | None = None
+        self.found = ""
+        self.folder = Path(tempfile.mkdtemp(prefix="pacspull-self-test-"))
+        self.child_pids: list[int | None] = []
 
     def start(self) -> None:
         """Find (or make, unsaved) the demo node, start its server, search once."""
@@ -57,10 +67,37 @@ class SelfTest(QObject):
 
     @Slot(object)
     def _finished(self, summary: FindDone) -> None:
-        if summary.count > 0:
-            self._done(0, f"self-test: {summary.count} studies from the demo PACS in {summary.seconds:.2f} s")
-        else:
+        if summary.count <= 0 or not self.window.model.studies():
             self._done(1, "self-test: the demo PACS answered with no studies")
+            return
+        self.found = f"self-test: {summary.count} studies from the demo PACS in {summary.seconds:.2f} s"
+        window = self.window
+        smallest = min(window.model.studies(), key=lambda s: s.instance_count or 1_000_000)
+        window.context.settings = dataclasses.replace(window.context.settings, destination=self.folder)
+        window.retrieve.workerStarted.connect(self._worker_started)
+        window.retrieve.queueFinished.connect(self._retrieved)
+        window.start_retrieve([smallest])
+
+    @Slot(object)
+    def _worker_started(self, worker: RetrieveWorker) -> None:
+        worker.finished.connect(self._note_child)
+
+    @Slot(int, object)
+    def _note_child(self, generation: int, summary: object) -> None:
+        worker = self.sender()
+        self.child_pids.append(worker.child_pid if isinstance(worker, RetrieveWorker) else None)
+
+    @Slot(str)
+    def _retrieved(self, text: str) -> None:
+        row = self.window.transfers.rows()[-1]
+        files = [p for p in self.folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        dicom = [p for p in files if p.read_bytes()[128:132] == b"DICM"]
+        elsewhere = [pid for pid in self.child_pids if pid in (None, os.getpid())]
+        if row.state is not TransferState.DONE or not row.completed or len(dicom) != row.completed or elsewhere:
+            self._done(1, f"self-test: retrieve failed: {row.state_text()}, {len(dicom)} DICOM files on disk, "
+                          f"child process {self.child_pids}: {row.message or text}")
+            return
+        self._done(0, f"{self.found}; retrieved {row.completed} images in a retrieve process of its own")
 
     @Slot(str, str)
     def _failed(self, message: str, hint: str) -> None:
@@ -75,13 +112,16 @@ class SelfTest(QObject):
             return
         self.exit_code = code
         print(line, flush=True)
+        LOG.info("%s", line)
+        shutil.rmtree(self.folder, ignore_errors=True)
         QApplication.exit(code)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pacspull-gui", description="PacsPull desktop window")
     parser.add_argument("--self-test", action="store_true",
-                        help="run one query against the built-in demo PACS and exit 0 if rows arrived")
+                        help="query the built-in demo PACS, retrieve its smallest study into a temporary "
+                        "folder, and exit 0 if every file arrived")
     parser.add_argument("--timeout", type=float, default=20.0, metavar="S",
                         help="self-test time limit in seconds (default: 20)")
     parser.add_argument("--version", action="version", version=f"pacspull-gui {__version__}")
