@@ -132,11 +132,15 @@ def test_an_unreadable_node_book_is_set_aside_not_lost(qtbot):
     context.shutdown()
 
 
-def test_self_test_flag_queries_the_demo_pacs_and_exits_0(tmp_path):
+def test_self_test_flag_queries_and_retrieves_from_the_demo_pacs_and_exits_0(tmp_path):
     env = {**os.environ, "PACSPULL_CONFIG_DIR": str(tmp_path / "c"), "PACSPULL_DATA_DIR": str(tmp_path / "d"),
            "QT_QPA_PLATFORM": "offscreen"}
     result = subprocess.run([sys.executable, "-m", "pacspull.gui.app", "--self-test"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("self-test: 6 studies from the demo PACS")
+    # the smallest study (one image), through the child process, into a temporary folder it then removed
+    assert "; retrieved 1 images in a retrieve process of its own" in result.stdout
+    demo_data = tmp_path / "d" / "demo-pacs"
+    assert not [p for p in (tmp_path / "d").rglob("*.dcm") if not p.is_relative_to(demo_data)]
     assert load_settings() == AppSettings()  # nothing leaked into this test's own config folder
