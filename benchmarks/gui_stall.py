@@ -16,6 +16,10 @@ Runs, each through the real window (MainWindow → RetrieveQueue → worker → 
   and ``progress`` per instance) as fast as it can, ``--flood`` of them, to show what the window does
   at tens of thousands of instances a second, far beyond what the demo PACS can send.
 
+The window's engine runs in a child process (core/retrieve_process.py), as it does for users;
+``--engine-in-window`` runs it on the worker's QThread in the window's process instead, as before
+session 3, to show what the child process is worth (its Python then competes for the GUI thread's GIL).
+
 It also times the GUI thread's own share, each 10 Hz ``RetrieveQueue.refresh`` (rows updated, labels
 set), and counts the transfer table's repaints (it must keep repainting during the flood: a frozen
 picture would be a flooded event loop too). On a busy machine the heartbeat gaps are mostly the
@@ -164,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pacs", metavar="HOST:PORT:AET",
                         help="retrieve from this PACS instead of the demo PACS (with --study-uid)")
     parser.add_argument("--study-uid", metavar="UID", help="the study to retrieve from --pacs")
+    parser.add_argument("--engine-in-window", action="store_true",
+                        help="run the retrieve engine in the window's process (a QThread), not in its child process")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE as JSON")
     args = parser.parse_args(argv)
     if bool(args.pacs) != bool(args.study_uid):
@@ -180,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     from pacspull.gui import style
     from pacspull.gui.context import AppContext
     from pacspull.gui.main_window import MainWindow
+    from pacspull.gui.workers import RetrieveWorker
+
+    RetrieveWorker.isolated = not args.engine_in_window
 
     app = QApplication(sys.argv[:1])
     style.apply(app)
@@ -251,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         window.search.finished.disconnect(go)
         window.retrieve.queueFinished.disconnect(done)
 
-    run(f"{args.pacs} (real C-GET)" if args.pacs else
-        f"demo PACS {'in-process' if args.in_process else 'in its own process'} (real C-GET)")
+    engine = "engine in the window's process" if args.engine_in_window else "engine in a child process"
+    run(f"{args.pacs} (real C-GET, {engine})" if args.pacs else
+        f"demo PACS {'in-process' if args.in_process else 'in its own process'} (real C-GET, {engine})")
     if args.flood:
         window.retrieve.worker_class = _flood_worker(args.flood)
         window.retrieve.clear_finished()

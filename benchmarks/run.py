@@ -329,10 +329,15 @@ def markdown(result: dict[str, Any]) -> str:
                   "idle association.", ""]
     gui = result.get("gui")
     if gui and "stall_ms" in gui:
-        lines += [f"**Window:** retrieving {gui['workload']} ({gui['instances']} instances) from {gui['peer']} in "
-                  f"{gui['seconds']:.1f} s, the longest event-loop stall (a 5 ms heartbeat timer on the GUI thread) "
-                  f"was {gui['stall_ms']:.0f} ms (p99 gap {gui['p99_gap_ms']:.0f} ms; longest table refresh "
-                  f"{gui['longest_refresh_ms']:.0f} ms).", ""]
+        ms = ", ".join(f"{v:.0f}" for v in gui.get("stalls_ms", [gui["stall_ms"]]))
+        lines += [f"**Window:** retrieving {gui['workload']} ({gui['instances']} instances) from {gui['peer']}, "
+                  f"the longest event-loop stall (a 5 ms heartbeat timer on the GUI thread) was {gui['stall_ms']:.0f} ms "
+                  f"in the worst of {len(gui.get('stalls_ms', [1]))} runs ({ms} ms; worst run {gui['seconds']:.1f} s, "
+                  f"p99 gap {gui['p99_gap_ms']:.0f} ms, longest table refresh {gui['longest_refresh_ms']:.0f} ms)."]
+        if gui.get("in_window_stalls_ms"):
+            lines[-1] += (" With the engine in the window's process instead of its child process: "
+                          + ", ".join(f"{v:.0f}" for v in gui["in_window_stalls_ms"]) + " ms.")
+        lines += [""]
     lines += ["Studies: " + "; ".join(f"{w['name']} {w['instances']} instances, {w['bytes'] / 1e6:.0f} MB"
                                       for w in result["workloads"].values()), ""]
     for workload in result["workload_order"]:
@@ -367,21 +372,36 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+GUI_RUNS = 3  # per engine placement, interleaved: the figure swings with what else the two cores run
+
+
 def gui_stall(peer: Any, label: str, work: wl.Workload, folder: Path, timeout: float) -> dict[str, Any]:
     """The window (offscreen, benchmarks/gui_stall.py in a process of its own) retrieving ``work`` from
-    ``peer``: the longest gap of a 5 ms heartbeat timer on its GUI thread, and the other figures."""
+    ``peer``, ``GUI_RUNS`` times with the engine in its child process (as users run it) and as many with
+    the engine in the window's process (the lever): the longest gap of a 5 ms heartbeat timer on the
+    GUI thread in each run; the figure that counts is the worst child-process run."""
     folder.mkdir(parents=True, exist_ok=True)
-    out = folder / "gui.json"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    cmd = [sys.executable, str(HERE / "gui_stall.py"), "--pacs", f"{peer.host}:{peer.port}:{peer.aet}",
-           "--study-uid", work.study_uid, "--flood", "0", "--json", str(out)]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        figures = next(iter(json.loads(out.read_text()).values()))
-    except (OSError, subprocess.SubprocessError, ValueError, StopIteration) as exc:
-        tail = locals().get("proc")
-        return {"error": f"{type(exc).__name__}: {exc}", "stderr": tail.stderr[-500:] if tail else ""}
-    return {"peer": label, "workload": work.name, **figures}
+    runs: dict[str, list[dict[str, Any]]] = {"child": [], "in_window": []}
+    for index in range(GUI_RUNS):
+        for placement in runs:
+            out = folder / f"gui-{placement}-{index}.json"
+            cmd = [sys.executable, str(HERE / "gui_stall.py"), "--pacs", f"{peer.host}:{peer.port}:{peer.aet}",
+                   "--study-uid", work.study_uid, "--flood", "0", "--json", str(out)]
+            if placement == "in_window":
+                cmd.append("--engine-in-window")
+            try:
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+                runs[placement].append(next(iter(json.loads(out.read_text()).values())))
+            except (OSError, subprocess.SubprocessError, ValueError, StopIteration) as exc:
+                tail = locals().get("proc")
+                return {"error": f"{type(exc).__name__}: {exc}", "stderr": tail.stderr[-500:] if tail else ""}
+    worst = max(runs["child"], key=lambda r: r["stall_ms"])
+    return {"peer": label, "workload": work.name, **worst,
+            "stalls_ms": [r["stall_ms"] for r in runs["child"]],
+            "in_window_stalls_ms": [r["stall_ms"] for r in runs["in_window"]],
+            "in_window_seconds": [r["seconds"] for r in runs["in_window"]],
+            "child_seconds": [r["seconds"] for r in runs["child"]]}
 
 
 def check_targets(rows: list[dict[str, Any]], gui: dict[str, Any] | None = None) -> list[tuple[str, bool]]:
@@ -412,8 +432,8 @@ def check_targets(rows: list[dict[str, Any]], gui: dict[str, Any] | None = None)
     if rss:
         out.append((f"PacsPull peak RSS {max(rss):.0f} MB (target < 300 MB)", max(rss) < 300))
     if gui and "stall_ms" in gui:
-        out.append((f"Window retrieving {gui['workload']}: longest event-loop stall {gui['stall_ms']:.0f} ms "
-                    "(target < 50 ms)", gui["stall_ms"] < 50))
+        out.append((f"Window retrieving {gui['workload']}: longest event-loop stall {gui['stall_ms']:.0f} ms, "
+                    f"worst of {len(gui.get('stalls_ms', [1]))} runs (target < 50 ms)", gui["stall_ms"] < 50))
     elif gui:
         out.append((f"Window stall not measured: {gui.get('error')}", False))
     return out

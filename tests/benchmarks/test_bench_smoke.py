@@ -45,5 +45,8 @@ def test_benchmark_runs_on_tiny_studies(tmp_path: Path) -> None:
     gui = result["gui"]
     assert gui.get("instances") == result["workloads"]["MANY"]["instances"], gui
     assert gui["ticks"] > 0 and gui["stall_ms"] >= 0 and "**Window:**" in table
+    # three runs with the engine in its child process (the worst one reported), three with it in the window
+    assert len(gui["stalls_ms"]) == len(gui["in_window_stalls_ms"]) == 3 and gui["stall_ms"] == max(gui["stalls_ms"])
+    assert "With the engine in the window's process" in table
     assert list(out.glob("bench-*.json")) and list(out.glob("bench-*.md"))
     assert not list((tmp_path / "work").glob("out/*")), "retrieved files are cleaned up after each run"
