@@ -71,9 +71,8 @@ BATCH_SECONDS = 0.05  # the child sends what happened at most this often (20 bat
 HEARTBEAT_SECONDS = 0.25  # and an empty batch this often, so a cancel is passed on even while nothing arrives
 CHILD_FLAG = "--pacspull-retrieve-process"  # a frozen build's window executable, started as the child
 # The child runs at a lower priority than the window: on a busy machine (the PACS itself on the same two
-# cores, a viewer rendering) the scheduler then lets the GUI thread run first. Measured with a CPU hog
-# beside a retrieve of 3,000 instances from Orthanc: the window's longest stall 18–21 ms instead of
-# 25–48 ms, and the retrieve no slower (benchmarks/FINDINGS.md, "The window").
+# cores, a viewer rendering) the scheduler then lets the GUI thread run first, and the retrieve is no
+# slower for it (measured: benchmarks/FINDINGS.md, "The window").
 CHILD_NICENESS = 10
 _WINDOWS_FLAGS = getattr(subprocess, "CREATE_NO_WINDOW", 0) | getattr(subprocess, "BELOW_NORMAL_PRIORITY_CLASS", 0)
 _LOGGER_PREFIXES = ("pacspull", "pynetdicom")
@@ -143,9 +142,9 @@ class IsolatedRetrieval:
         assert child.stdin is not None and child.stdout is not None
         try:
             _write_frame(child.stdin, job)
-            return self._relay(child.stdout, child.stdin)
-        except BrokenPipeError:
-            raise self._ended(child) from None
+            summary = self._relay(child.stdout, child.stdin)
+        except BrokenPipeError:  # it died before it read the job
+            summary = None
         finally:
             for stream in (child.stdin, child.stdout):
                 try:
@@ -158,6 +157,9 @@ class IsolatedRetrieval:
                 LOG.warning("The retrieve process %s did not exit; killing it", child.pid)
                 child.kill()
                 child.wait(5)
+        if summary is None:
+            raise self._ended(child)
+        return summary
 
     def _ended(self, child: subprocess.Popen[bytes]) -> ChildProcessError:
         try:
@@ -167,8 +169,9 @@ class IsolatedRetrieval:
         return ChildProcessError(f"the retrieve process ended without reporting (exit code {code})",
                                  hint="instances stored before it ended are kept; the log may say more")
 
-    def _relay(self, events: IO[bytes], control: IO[bytes]) -> RetrievalSummary:
-        """Read the child's batches (at least one every ``HEARTBEAT_SECONDS``), pass on cancel."""
+    def _relay(self, events: IO[bytes], control: IO[bytes]) -> RetrievalSummary | None:
+        """Read the child's batches (at least one every ``HEARTBEAT_SECONDS``), pass on cancel; the
+        summary, or None if its output ended without one."""
         outcomes = [RequestOutcome(request) for request in self.requests]
         cancel_sent = False
         while True:
@@ -185,7 +188,7 @@ class IsolatedRetrieval:
                     _write_frame(control, "cancel")
                 except OSError:
                     pass  # already gone: its last frames (or their absence) tell the rest
-        raise BrokenPipeError
+        return None
 
     def _dispatch(self, event: tuple[Any, ...], outcomes: list[RequestOutcome]) -> RetrievalSummary | None:
         kind = event[0]

@@ -292,12 +292,17 @@ class MainWindow(QMainWindow):
         self.activateWindow()
 
     def _transfers_active(self, count: int) -> None:
-        index = self.bottom_tabs.indexOf(self.progress_panel)
-        self.bottom_tabs.setTabText(index, f"Transfers ({count} active)" if count else "Transfers")
+        self._set_tab_text(self.progress_panel, f"Transfers ({count} active)" if count else "Transfers")
 
     def _log_warnings(self, count: int) -> None:
-        index = self.bottom_tabs.indexOf(self.log_view)
-        self.bottom_tabs.setTabText(index, f"Log ({count:,} warnings)" if count else "Log")
+        self._set_tab_text(self.log_view, f"Log ({count:,} warnings)" if count else "Log")
+
+    def _set_tab_text(self, page: QWidget, text: str) -> None:
+        # Only on a change: setTabText lays the tab bar out and repaints it even for the same text, and
+        # the transfers' count is reported at every 10 Hz refresh.
+        index = self.bottom_tabs.indexOf(page)
+        if self.bottom_tabs.tabText(index) != text:
+            self.bottom_tabs.setTabText(index, text)
 
     # -- other actions ----------------------------------------------------------------------------
 

@@ -254,12 +254,24 @@ class TransferModel(QAbstractTableModel):
         self.endInsertRows()
 
     def update(self, row: TransferRow) -> bool:
-        """Replace the row with the same id; False if unknown or unchanged (then nothing repaints)."""
+        """Replace the row with the same id; False if unknown or unchanged (then nothing repaints).
+
+        ``dataChanged`` covers only the columns from the first to the last whose text (or progress bar)
+        changed: a running transfer's 10 Hz refresh repaints its counts, not its patient, study and
+        folder (a table repaint is most of the window's work per refresh). If no cell changed, the
+        first column stands for the row, so that listeners still learn of it."""
         position = self._positions.get(row.id)
-        if position is None or self._rows[position] == row:
+        if position is None:
+            return False
+        old = self._rows[position]
+        if old == row:
             return False
         self._rows[position] = row
-        self.dataChanged.emit(self.index(position, 0), self.index(position, len(COLUMNS) - 1))
+        changed = [i for i, column in enumerate(COLUMNS) if column.text(old) != column.text(row)]
+        if old.fraction != row.fraction:
+            changed.append(PROGRESS_COLUMN)
+        first, last = (min(changed), max(changed)) if changed else (0, 0)
+        self.dataChanged.emit(self.index(position, first), self.index(position, last))
         return True
 
     def remove(self, ids: Iterable[TransferId]) -> None:

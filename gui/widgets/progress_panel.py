@@ -163,8 +163,11 @@ class TransferDetails(QWidget):
         """Show ``row`` (None: nothing selected)."""
         shown_before = self.row.id if self.row is not None else None
         self.row = row
-        for button in (self.cancel_button, self.retry_button, self.open_button):
-            button.setEnabled(row is not None)
+        # Each button is set once per call: a button switched off and on again at every 10 Hz refresh
+        # restyles and repaints for nothing.
+        self.cancel_button.setEnabled(row is not None and row.can_cancel)
+        self.retry_button.setEnabled(row is not None and row.can_retry)
+        self.open_button.setEnabled(row is not None)
         if row is None:
             self.title.setText("Select a transfer to see its details")
             self.status.setText("")
@@ -179,20 +182,16 @@ class TransferDetails(QWidget):
         source = f"from {row.node.name} ({row.node.address}, as {row.node.calling_ae})"
         self.title.setText(f"<b>{_html(row.patient)}</b> — {_html(row.study)} ({_html(row.scope)}) {_html(source)}")
         self.status.setText(_html(status_line(row)))
-        self.status.setProperty("state", _status_state(row))
-        self.status.style().polish(self.status)
+        _set_state(self.status, _status_state(row))
         pacs = pacs_line(row)
         self.pacs.setText(_html(pacs))
         self.pacs.setToolTip(pacs)
-        self.pacs.setProperty("state", _pacs_state(row))
-        self.pacs.style().polish(self.pacs)
+        _set_state(self.pacs, _pacs_state(row))
         self.pacs.setVisible(bool(pacs))
         where = row.folder or row.destination
         label = "Files in" if row.folder else ("Files will go to" if row.state.active else "Destination")
         self.folder.setText(f"{label}: {_html(str(where))}")
         self.folder.setToolTip(str(where))
-        self.cancel_button.setEnabled(row.can_cancel)
-        self.retry_button.setEnabled(row.can_retry)
         issues = issues_of(row)
         had_issues = self.issues.rowCount() > 0
         self.issues.set_issues(issues)
@@ -503,6 +502,14 @@ class ProgressPanel(QWidget):
         self.where.setText("" if destination is None else
                            f'Saving to: <a href="open">{_html(str(destination))}</a>')
         self.activeChanged.emit(len(active))
+
+
+def _set_state(label: QLabel, state: str) -> None:
+    """Set the ``state`` property the style sheet colours by; re-polish (a restyle, relayout and repaint
+    of the label) only when it changed, not at every 10 Hz refresh."""
+    if label.property("state") != state:
+        label.setProperty("state", state)
+        label.style().polish(label)
 
 
 def headline(batch: list[TransferRow], rows: list[TransferRow]) -> str:

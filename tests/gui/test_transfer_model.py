@@ -68,6 +68,26 @@ def test_an_unchanged_update_repaints_nothing(qtbot):
         assert model.update(_row(1, completed=1, remaining=60))
 
 
+def test_an_update_repaints_only_the_columns_it_changed(qtbot):
+    model = TransferModel()
+    running = _row(1, state=TransferState.RUNNING, completed=10, remaining=51, elapsed=2.0,
+                   bytes_received=1_000_000, runs=1)
+    model.add([running])
+    spans: list[tuple[int, int, int]] = []
+    model.dataChanged.connect(lambda a, b, *_: spans.append((a.row(), a.column(), b.column())))
+    headers = [c.header for c in COLUMNS]
+
+    model.update(dataclasses.replace(running, completed=11, remaining=50, bytes_received=1_100_000))
+    first, last = headers[spans[-1][1]], headers[spans[-1][2]]
+    assert (spans[-1][0], first, last) == (0, "Progress", "Speed")  # not Patient, Study or Folder
+
+    model.update(dataclasses.replace(model.rows()[0], failures=(_issue("1.9.1"),)))  # no cell shows it
+    assert spans[-1] == (0, 0, 0)  # the row still reports the change, repainting one cell
+
+    model.update(dataclasses.replace(model.rows()[0], folder=DEST / "elsewhere"))
+    assert headers[spans[-1][1]] == headers[spans[-1][2]] == "Folder"
+
+
 def test_columns_say_how_far_how_fast_and_where(qtbot):
     model = TransferModel()
     running = _row(1, state=TransferState.RUNNING, completed=30, remaining=31, elapsed=10.0,
