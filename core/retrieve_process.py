@@ -10,8 +10,8 @@ events a second.
 ``IsolatedRetrieval`` has ``Retrieval``'s shape (``run()`` → ``RetrievalSummary``, ``context_report``)
 and calls the same ``RetrievalListener`` methods, on the thread that called ``run()``:
 
-* the child is a fresh interpreter (``python -m pacspull.core.retrieve_process``; in a frozen build the
-  window's own executable with ``CHILD_FLAG``), never a fork of a process running Qt, and it imports
+* the child is a fresh interpreter (``child_command()``: this Python running ``child_main``; in a
+  frozen build the window's own executable with ``CHILD_FLAG``), never a fork of a process running Qt, and it imports
   neither Qt nor the script that started the window. It runs ``Retrieval`` into its own ``StudyWriter``,
   so every storage guarantee is the engine's own;
 * the job goes to its stdin, its events come back on its stdout, as length-prefixed pickles: in
@@ -23,10 +23,13 @@ and calls the same ``RetrievalListener`` methods, on the thread that called ``ru
   engine does in-process. If the calling process goes away, the child sees its stdin close and cancels
   too, keeping every instance stored so far (and, as always, no partial file under a final name);
 * the child lowers its own priority (``CHILD_NICENESS``; below normal on Windows);
-* the log: the child copies our loggers' levels and the patient-identifier switch (core.privacy) when
-  it starts, and sends its records here (a change of verbosity applies from the next retrieve);
+* the log: the child follows our loggers' levels and the patient-identifier switch (core.privacy),
+  sent with the job and again whenever they change, and sends its records here; a crash's traceback
+  is logged here in full;
+* signals: the child ignores SIGINT (Ctrl+C in the window's terminal is the window's to handle: it
+  cancels) and takes SIGTERM as a cancel;
 * the node's secret, if it needs one, is read here (the keyring, or one lent for this run) and handed
-  to the child with the job: the child never asks the keyring.
+  to the child with the job (empty if none is stored): the child never asks the keyring.
 
 Why not ``multiprocessing``: its *spawn* re-imports the parent's ``__main__`` in the child (the window's
 script, so Qt: +0.2 s and ~30 MB per retrieve) and needs ``freeze_support`` in frozen builds; a plain
@@ -39,6 +42,7 @@ import copy
 import logging
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -94,6 +98,17 @@ class _Job:
     identifiers_logged: bool
 
 
+def _log_settings() -> tuple[dict[str, int], bool]:
+    """What the child's log must follow: our logger levels and the patient-identifier switch."""
+    return _logger_levels(), privacy.identifiers_logged()
+
+
+def _apply_log_settings(levels: dict[str, int], identifiers_logged: bool) -> None:
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    privacy.enable_identifier_logging(identifiers_logged)
+
+
 def _logger_levels() -> dict[str, int]:
     """The levels set on our loggers and pynetdicom's (and the root's) here, for the child to copy."""
     levels = {"": logging.getLogger().level}
@@ -120,9 +135,11 @@ class IsolatedRetrieval:
         self.pid: int | None = None
 
     def _secret(self) -> str | None:
+        """The node's secret for the child ("" if it needs one and none is stored: the child then
+        refuses as the engine does here, without asking a keyring itself); None if it needs none."""
         if not self.node.identity_has_secret:
             return None
-        return credentials.get_secret(self.node.name)
+        return credentials.get_secret(self.node.name) or ""
 
     def run(self) -> RetrievalSummary:
         """Start the child, relay its events to the listener until it reports the end; the summary.
@@ -140,33 +157,39 @@ class IsolatedRetrieval:
                                     hint="reinstall PacsPull if this persists") from None
         self.pid = child.pid
         assert child.stdin is not None and child.stdout is not None
+        summary: RetrievalSummary | None = None
         try:
-            _write_frame(child.stdin, job)
-            summary = self._relay(child.stdout, child.stdin)
-        except BrokenPipeError:  # it died before it read the job
-            summary = None
-        finally:
-            for stream in (child.stdin, child.stdout):
-                try:
-                    stream.close()
-                except OSError:
-                    pass
             try:
-                child.wait(5)
-            except subprocess.TimeoutExpired:  # it reported its end: only its interpreter's exit is left
-                LOG.warning("The retrieve process %s did not exit; killing it", child.pid)
-                child.kill()
-                child.wait(5)
+                _write_frame(child.stdin, job)
+            except OSError:  # it died before it read the job (EPIPE; EINVAL on Windows)
+                pass
+            else:
+                summary = self._relay(child.stdout, child.stdin)
+        finally:
+            # Closing its stdin is "cancel" to a child still running (the listener raised): give it the
+            # time a C-CANCEL may take before killing it. One that reported only has to exit.
+            self._close(child, grace=5.0 if summary is not None else self.options.cancel_grace + 5.0)
         if summary is None:
             raise self._ended(child)
         return summary
 
-    def _ended(self, child: subprocess.Popen[bytes]) -> ChildProcessError:
+    @staticmethod
+    def _close(child: subprocess.Popen[bytes], grace: float) -> None:
+        for stream in (child.stdin, child.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
         try:
-            code = child.wait(5)
+            child.wait(grace)
         except subprocess.TimeoutExpired:
-            code = None
-        return ChildProcessError(f"the retrieve process ended without reporting (exit code {code})",
+            LOG.warning("The retrieve process %s did not exit within %.0f s; killing it", child.pid, grace)
+            child.kill()
+            child.wait()
+
+    def _ended(self, child: subprocess.Popen[bytes]) -> ChildProcessError:
+        return ChildProcessError(f"the retrieve process ended without reporting (exit code {child.returncode})",
                                  hint="instances stored before it ended are kept; the log may say more")
 
     def _relay(self, events: IO[bytes], control: IO[bytes]) -> RetrievalSummary | None:
@@ -174,21 +197,27 @@ class IsolatedRetrieval:
         summary, or None if its output ended without one."""
         outcomes = [RequestOutcome(request) for request in self.requests]
         cancel_sent = False
+        settings = _log_settings()
         while True:
             batch = _read_frame(events)
             if batch is None:
-                break
+                return None
+            summary = None
             for event in batch:
-                end = self._dispatch(event, outcomes)
-                if end is not None:
-                    return end
-            if self.cancel.cancelled and not cancel_sent:
-                cancel_sent = True
-                try:
+                summary = self._dispatch(event, outcomes) or summary  # log records after "done" too
+            if summary is not None:
+                self.listener.finished(summary)
+                return summary
+            try:
+                if self.cancel.cancelled and not cancel_sent:
+                    cancel_sent = True
                     _write_frame(control, "cancel")
-                except OSError:
-                    pass  # already gone: its last frames (or their absence) tell the rest
-        return None
+                now = _log_settings()
+                if now != settings:  # the user changed the log's verbosity or privacy mid-retrieve
+                    settings = now
+                    _write_frame(control, ("log settings", *now))
+            except OSError:
+                pass  # already gone: its last frames (or their absence) tell the rest
 
     def _dispatch(self, event: tuple[Any, ...], outcomes: list[RequestOutcome]) -> RetrievalSummary | None:
         kind = event[0]
@@ -209,12 +238,12 @@ class IsolatedRetrieval:
             if logger.isEnabledFor(record.levelno):
                 logger.handle(record)
         elif kind == "done":
-            summary, self.context_report = event[1], event[2]
-            self.listener.finished(summary)
-            return summary
+            self.context_report = event[2]
+            return event[1]
         elif kind == "error":
             raise event[1]
         elif kind == "crash":
+            LOG.error("The retrieve process failed:\n%s", event[1].rstrip())
             raise ChildProcessError(f"the retrieve process failed: {event[1].strip().splitlines()[-1]}",
                                     hint="details are in the log")
         return None
@@ -225,7 +254,10 @@ def child_command() -> list[str]:
     ``CHILD_FLAG``, which the window's entry script hands to ``child_main`` before importing Qt."""
     if getattr(sys, "frozen", False):
         return [sys.executable, CHILD_FLAG]
-    return [sys.executable, "-m", __name__]
+    # Not "-m": that puts the current folder first on sys.path, where a stray pydicom/ or logging.py
+    # (say, in the folder the window was started from) would shadow the real one in the child.
+    return [sys.executable, "-c", "import sys; del sys.path[0]; from pacspull.core.retrieve_process import "
+            "child_main; sys.exit(child_main())"]
 
 
 # -- frames: a 4-byte big-endian length, then a pickle ------------------------------------------------
@@ -267,7 +299,6 @@ class _Outbox:
     def __init__(self, stream: IO[bytes]) -> None:
         self.stream = stream
         self._lock = threading.Lock()
-        self._send_lock = threading.Lock()
         self._events: list[tuple[Any, ...]] = []
         self._progress: RetrievalProgress | None = None
         self._sent_at = time.monotonic()
@@ -297,8 +328,7 @@ class _Outbox:
                 batch.append(("progress", self._progress))
                 self._progress = None
         if batch or time.monotonic() - self._sent_at >= HEARTBEAT_SECONDS:
-            with self._send_lock:
-                _write_frame(self.stream, batch)
+            _write_frame(self.stream, batch)
             self._sent_at = time.monotonic()
 
     def _loop(self) -> None:
@@ -307,6 +337,10 @@ class _Outbox:
                 self._flush()
             except OSError:
                 return  # the parent is gone; the control watcher cancels the retrieve
+            except Exception:  # noqa: BLE001 - a bug must not silence the heartbeat (and with it cancel)
+                self.put("log", _record_state(logging.makeLogRecord({
+                    "name": __name__, "levelno": logging.ERROR, "levelname": "ERROR",
+                    "msg": "retrieve process: a batch of events was lost:\n" + traceback.format_exc()})))
 
     def close(self, *final: Any) -> None:
         """Send what is left and ``final`` last, then stop."""
@@ -354,21 +388,39 @@ class _Forward(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            state = dict(record.__dict__)
-            state["msg"], state["args"] = record.getMessage(), None
-            if record.exc_info:
-                state["exc_text"] = logging.Formatter().formatException(record.exc_info)
-            state["exc_info"] = None
-            self.outbox.put("log", state)
+            self.outbox.put("log", _record_state(record))
         except Exception:  # noqa: BLE001 - logging must never break the retrieve
             self.handleError(record)
 
 
+_RECORD_FIELDS = ("name", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
+                  "created", "msecs", "relativeCreated", "thread", "threadName", "process", "processName")
+
+
+def _record_state(record: logging.LogRecord) -> dict[str, Any]:
+    """A record as plain, picklable fields; the message formatted, the traceback as text, both masked
+    (the message already is, by the record factory)."""
+    state = {field: getattr(record, field, None) for field in _RECORD_FIELDS}
+    state["msg"], state["args"] = record.getMessage(), None
+    if record.exc_info:
+        state["exc_text"] = credentials.masked(logging.Formatter().formatException(record.exc_info))
+    elif record.exc_text:
+        state["exc_text"] = credentials.masked(record.exc_text)
+    if record.stack_info:
+        state["stack_info"] = credentials.masked(record.stack_info)
+    return state
+
+
 def _watch_control(control: IO[bytes], cancel: CancelToken) -> None:
-    """Cancel on the parent's word, or when the parent is gone (its end of the pipe closed)."""
+    """Follow the parent's log settings; cancel on its word, or when it is gone (its end of the pipe
+    closed)."""
     try:
-        while _read_frame(control) not in ("cancel", None):
-            pass
+        while True:
+            message = _read_frame(control)
+            if message in ("cancel", None):
+                break
+            if isinstance(message, tuple) and message[0] == "log settings":
+                _apply_log_settings(*message[1:])
     except (OSError, ValueError, pickle.UnpicklingError):
         pass
     cancel.cancel()
@@ -377,12 +429,10 @@ def _watch_control(control: IO[bytes], cancel: CancelToken) -> None:
 def _retrieve(job: _Job, outbox: _Outbox, cancel: CancelToken) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_Forward(outbox)]
-    for name, level in job.levels.items():
-        logging.getLogger(name or None).setLevel(level)
+    _apply_log_settings(job.levels, job.identifiers_logged)
     credentials.install_log_masking()
-    privacy.enable_identifier_logging(job.identifiers_logged)
     if job.secret is not None:
-        credentials.remember_for_run(job.node.name, job.secret)
+        credentials.remember_for_run(job.node.name, job.secret)  # "" reads as no secret stored
     try:
         writer = StudyWriter(job.destination, layout=job.layout)
         retrieval = Retrieval(job.node, job.requests, writer, listener=_ChildListener(outbox, job.requests),
@@ -403,13 +453,19 @@ def child_main() -> int:
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)  # a stray print() must never land between two frames
+    if null > 2:
+        os.close(null)
+    cancel = CancelToken()
+    # It shares the window's process group: Ctrl+C in the window's terminal is the window's to handle
+    # (it cancels, which reaches us on stdin), and SIGTERM (logout, kill) cancels like the user would.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: cancel.cancel())
     outbox = None
     try:
         job = _read_frame(control)
         if not isinstance(job, _Job):
             return 2
         outbox = _Outbox(events)
-        cancel = CancelToken()
         threading.Thread(target=_watch_control, args=(control, cancel), name="pacspull-control",
                          daemon=True).start()
         _retrieve(job, outbox, cancel)
@@ -425,9 +481,3 @@ def child_main() -> int:
         pass
     return 0
 
-
-if __name__ == "__main__":
-    # Run this module's function under its real name: the job's classes unpickle from there.
-    from pacspull.core.retrieve_process import child_main as _child_main
-
-    sys.exit(_child_main())

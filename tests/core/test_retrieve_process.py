@@ -10,8 +10,10 @@ import logging
 import os
 import pickle
 import signal
+import subprocess
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pydicom
@@ -20,11 +22,21 @@ import pytest
 from pacspull.core import credentials
 from pacspull.core.demo_pacs import DemoPacs, Faults
 from pacspull.core.errors import ConnectionFailed, InvalidInput
-from pacspull.core.get import RetrievalListener, RetrieveRequest
+from pacspull.core.get import RetrievalListener, RetrieveOptions, RetrieveRequest
 from pacspull.core.nodes import Node
 from pacspull.core.progress import CancelToken
-from pacspull.core.retrieve_process import CHILD_NICENESS, ChildProcessError, IsolatedRetrieval, _watch_control
+from pacspull.core.retrieve_process import (
+    CHILD_NICENESS,
+    ChildProcessError,
+    IsolatedRetrieval,
+    _Job,
+    _read_frame,
+    _write_frame,
+    child_command,
+)
 from pacspull.core.samples import SampleStudy
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals and priorities are POSIX here")
 
 LAYOUT = "{PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
 
@@ -166,16 +178,91 @@ def test_a_killed_child_is_an_error_and_its_files_stay(demo_pacs: DemoPacs, samp
     assert set(recorder.stored()) <= set(kept) and 2 <= len(kept) < ct.number_of_instances
 
 
-def test_the_child_cancels_when_the_parent_is_gone() -> None:
-    read, write = os.pipe()
+def test_the_child_cancels_when_the_parent_is_gone(demo_pacs: DemoPacs, sample_metadata: Any,
+                                                    tmp_path: Path) -> None:
+    """The real child, driven by hand: its stdin closing (what the parent's death does) cancels it; it
+    sends C-CANCEL, keeps what it stored, and exits by itself."""
+    demo_pacs.faults = Faults(delay_per_instance=0.1)
+    ct = max(sample_metadata, key=lambda s: s.number_of_instances)
+    job = _Job(node_of(demo_pacs), (RetrieveRequest(ct.study_instance_uid),), str(tmp_path), LAYOUT,
+               RetrieveOptions(), None, {}, False)
+    child = subprocess.Popen(child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    _write_frame(child.stdin, job)
+    stored: list[str] = []
+    while len(stored) < 2:
+        batch = _read_frame(child.stdout)
+        assert batch is not None, "the child ended early"
+        stored += [event[2].sop_instance_uid for event in batch if event[0] == "stored"]
+    child.stdin.close()
+    events = []
+    while (batch := _read_frame(child.stdout)) is not None:
+        events += batch
+    assert child.wait(15) == 0
+    summary = next(event[1] for event in events if event[0] == "done")
+    assert summary.cancelled and 2 <= summary.outcomes[0].completed < ct.number_of_instances
+    stored += [event[2].sop_instance_uid for event in events if event[0] == "stored"]
+    assert set(files_in(tmp_path)) == set(stored)
+
+
+def test_sigterm_cancels_and_sigint_is_left_to_the_window(demo_pacs: DemoPacs, sample_metadata: Any,
+                                                          tmp_path: Path) -> None:
+    demo_pacs.faults = Faults(delay_per_instance=0.1)
+    small = study(sample_metadata, 2)  # CT Abdomen, 5 instances
+    recorder = Recorder()
+    retrieval = IsolatedRetrieval(node_of(demo_pacs), [RetrieveRequest(small.study_instance_uid)],
+                                  tmp_path / "int", layout=LAYOUT, listener=recorder)
+    recorder.on_stored = lambda count: os.kill(retrieval.pid, signal.SIGINT) if count == 2 else None
+    assert retrieval.run().ok  # Ctrl+C in the window's terminal is the window's business
+    assert len(files_in(tmp_path / "int")) == small.number_of_instances
+
+    ct = max(sample_metadata, key=lambda s: s.number_of_instances)
+    recorder = Recorder()
+    retrieval = IsolatedRetrieval(node_of(demo_pacs), [RetrieveRequest(ct.study_instance_uid)],
+                                  tmp_path / "term", layout=LAYOUT, listener=recorder)
+    recorder.on_stored = lambda count: os.kill(retrieval.pid, signal.SIGTERM) if count == 2 else None
+    summary = retrieval.run()
+    assert summary.cancelled and 2 <= summary.outcomes[0].completed < ct.number_of_instances
+    assert set(files_in(tmp_path / "term")) == set(recorder.stored())
+
+
+def test_a_crash_in_the_child_is_an_error_with_its_traceback_in_the_log(
+        demo_pacs: DemoPacs, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Options without the fields the engine reads: a bug in the child, as far as the parent can tell.
+    broken = IsolatedRetrieval(node_of(demo_pacs), [RetrieveRequest("1.2.3")], tmp_path, layout=LAYOUT,
+                               options=SimpleNamespace(cancel_grace=1.0))  # type: ignore[arg-type]
+    with pytest.raises(ChildProcessError) as caught:
+        broken.run()
+    assert caught.value.message.startswith("the retrieve process failed: AttributeError")
+    logged = [r.getMessage() for r in caplog.records if r.name == "pacspull.core.retrieve_process"]
+    assert any("Traceback (most recent call last)" in text and "AttributeError" in text for text in logged)
+
+
+def test_a_change_of_log_level_reaches_a_running_child(demo_pacs: DemoPacs, sample_metadata: Any,
+                                                        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    demo_pacs.faults = Faults(delay_per_instance=0.1)
+    ct = max(sample_metadata, key=lambda s: s.number_of_instances)
+    caplog.set_level(logging.DEBUG)
+    storage_log = logging.getLogger("pacspull.core.storage")  # one DEBUG line per file it stores
+    storage_log.setLevel(logging.INFO)
     token = CancelToken()
-    with os.fdopen(read, "rb") as receive:
-        watcher = threading.Thread(target=_watch_control, args=(receive, token))
-        watcher.start()
-        assert not token.wait(0.3)
-        os.close(write)  # what the parent's death does to its end of the child's stdin
-        watcher.join(5)
-    assert token.cancelled
+    recorder = Recorder()
+
+    def on_stored(count: int) -> None:
+        if count == 2:
+            storage_log.setLevel(logging.DEBUG)
+        elif count == 6:
+            token.cancel()
+
+    recorder.on_stored = on_stored
+    try:
+        IsolatedRetrieval(node_of(demo_pacs), [RetrieveRequest(ct.study_instance_uid)], tmp_path,
+                          layout=LAYOUT, listener=recorder, cancel=token).run()
+    finally:
+        storage_log.setLevel(logging.NOTSET)
+    lines = [r.getMessage() for r in caplog.records if r.name == "pacspull.core.storage"
+             and r.process != os.getpid() and r.getMessage().startswith("stored ")]
+    assert 1 <= len(lines) <= len(recorder.stored()) - 2  # none for the first two files, some after
 
 
 def test_the_childs_log_records_reach_the_parent(demo_pacs: DemoPacs, sample_metadata: Any, tmp_path: Path,
@@ -188,9 +275,11 @@ def test_the_childs_log_records_reach_the_parent(demo_pacs: DemoPacs, sample_met
 
 
 def test_the_nodes_secret_is_handed_to_the_child(demo_pacs: DemoPacs, sample_metadata: Any, tmp_path: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+                                                  caplog: pytest.LogCaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Lent for this run only (not in any keyring): the child could not have found it itself."""
     node = node_of(demo_pacs, identity="password", identity_user="radiologist", allow_plain_credentials=True)
+    monkeypatch.setattr(credentials, "_for_this_run", {})  # forgotten after this test
     credentials.remember_for_run(node.name, "s3cret-for-child")
     caplog.set_level(logging.DEBUG, logger="pynetdicom")
     summary = IsolatedRetrieval(node, [RetrieveRequest(study(sample_metadata, 6).study_instance_uid)],
