@@ -89,25 +89,25 @@ from pynetdicom.dimse_primitives import C_FIND, C_GET, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
 from pacspull.core.dimse_wire import (
-    _C_FIND_RSP,
-    _C_GET_RSP,
-    _C_STORE_RQ,
-    _COMMAND_FIELD,
-    _DATA_SET_TYPE,
-    _FIND_RESPONSE_TAGS,
-    _GET_COUNTS,
-    _GET_RESPONSE_TAGS,
-    _NO_DATA_SET,
-    _PDU_UNLIMITED_CAP,
-    _PENDING,
-    _STORE_REQUEST_TAGS,
+    C_FIND_RSP,
+    C_GET_RSP,
+    C_STORE_RQ,
+    COMMAND_FIELD,
+    DATA_SET_TYPE,
+    FIND_RESPONSE_TAGS,
+    GET_COUNTS,
+    GET_RESPONSE_TAGS,
+    NO_DATA_SET,
+    PDU_UNLIMITED_CAP,
+    PENDING,
+    STORE_REQUEST_TAGS,
     Spool,
-    _p_data_tf,
-    _split_pdvs,
-    _status_code,
     encode_store_response,
+    p_data_tf,
     parse_command_set,
     pdu_limit,
+    split_pdvs,
+    status_code,
 )
 
 try:
@@ -381,16 +381,16 @@ class _StoreReceiver:
             fields = parse_command_set(memoryview(first)[1:])
             if fields is None:
                 return False
-            command = fields.get(_COMMAND_FIELD)
-            has_data = fields.get(_DATA_SET_TYPE, _NO_DATA_SET) != _NO_DATA_SET
-            if (command == _C_STORE_RQ and has_data and set(fields) <= _STORE_REQUEST_TAGS
+            command = fields.get(COMMAND_FIELD)
+            has_data = fields.get(DATA_SET_TYPE, NO_DATA_SET) != NO_DATA_SET
+            if (command == C_STORE_RQ and has_data and set(fields) <= STORE_REQUEST_TAGS
                     and {0x0002, 0x0110, 0x1000} <= set(fields)):
                 self.current = (context_id, fields, Spool(self.spool_folder, SETTINGS.spool_bytes))
-            elif (command == _C_GET_RSP and not has_data and set(fields) <= _GET_RESPONSE_TAGS
+            elif (command == C_GET_RSP and not has_data and set(fields) <= GET_RESPONSE_TAGS
                   and {0x0120, 0x0900} <= set(fields) and len(pdvs) == 1):
                 self._get_response(context_id, fields)
                 return True
-            elif command == _C_FIND_RSP and set(fields) <= _FIND_RESPONSE_TAGS and {0x0120, 0x0900} <= set(fields):
+            elif command == C_FIND_RSP and set(fields) <= FIND_RESPONSE_TAGS and {0x0120, 0x0900} <= set(fields):
                 if not has_data:
                     if len(pdvs) != 1:
                         return False
@@ -409,7 +409,7 @@ class _StoreReceiver:
             buffer.write(memoryview(data)[1:])
             if data[0] & 0x02:  # the data set's last fragment
                 self.current = None
-                if fields[_COMMAND_FIELD] == _C_FIND_RSP:
+                if fields[COMMAND_FIELD] == C_FIND_RSP:
                     self._find_response(context_id, fields, buffer)
                 else:
                     self._deliver(context_id, fields, buffer)
@@ -450,7 +450,7 @@ class _StoreReceiver:
 
     def _get_response(self, context_id: int, fields: dict[int, Any]) -> None:
         status = fields[0x0900]
-        if status in _PENDING:
+        if status in PENDING:
             now = time.monotonic()
             if now - self.last_pending < SETTINGS.pending_interval:
                 return  # progress only, and the last one is recent enough
@@ -458,7 +458,7 @@ class _StoreReceiver:
         response = C_GET()  # (its optional Affected SOP Class UID is not kept: nobody reads it)
         response.MessageIDBeingRespondedTo = fields[0x0120]
         response.Status = status
-        for tag, keyword in _GET_COUNTS:
+        for tag, keyword in GET_COUNTS:
             if tag in fields:
                 setattr(response, keyword, fields[tag])
         response._context_id = context_id
@@ -503,8 +503,8 @@ class _StoreResponder:
         except Exception:  # noqa: BLE001 - what pynetdicom answers when the handler raises
             logging.getLogger("pynetdicom").exception("Exception in the handler bound to 'evt.EVT_C_STORE'")
             status = 0xC211
-        status = _status_code(status)
-        pdu = _p_data_tf(context.context_id, encode_store_response(
+        status = status_code(status)
+        pdu = p_data_tf(context.context_id, encode_store_response(
             request.MessageID, str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID), status))
         sock = self.asock.socket
         if sock is None or not assoc.is_established or assoc.dul.state_machine.current_state != "Sta6":
@@ -559,7 +559,7 @@ class _PduReader:
             return self._closed()
         if len(body) != length:
             return self._closed()
-        pdvs = _split_pdvs(body)
+        pdvs = split_pdvs(body)
         if pdvs is None:  # malformed: let pynetdicom decode it and say so
             asock.unread(bytes(head) + bytes(body))
             return self._hand_over()
@@ -744,7 +744,7 @@ def lean_find(assoc: Association, identifier: Any, query_model: str, msg_id: int
                 assoc._reactor_checkpoint.set()
                 yield None, None, ts
                 return
-            if rsp.Status in _PENDING:
+            if rsp.Status in PENDING:
                 yield rsp.Status, rsp.Identifier, ts
                 continue
             assoc._reactor_checkpoint.set()
@@ -791,7 +791,7 @@ def refused_pdu(assoc: Association) -> tuple[int, int] | None:
     return getattr(assoc, _REFUSED_ATTR, None)
 
 
-def _fast_recv(asock: Any, quickack: bool, limit: int = _PDU_UNLIMITED_CAP,
+def _fast_recv(asock: Any, quickack: bool, limit: int = PDU_UNLIMITED_CAP,
                refused: Callable[[int, int], None] | None = None) -> Callable[[int], bytearray]:
     """``AssociationSocket.recv``: read exactly ``nr_bytes`` (fewer only if the peer closed). Bytes put
     back with ``asock.unread`` (a PDU header read by the fast PDU path) are returned first.

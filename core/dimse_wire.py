@@ -17,15 +17,15 @@ from typing import Any
 # --------------------------------------------------------------------------------------------------
 # DIMSE command sets
 
-_COMMAND_FIELD, _DATA_SET_TYPE = 0x0100, 0x0800
-_C_STORE_RQ, _C_STORE_RSP, _C_GET_RSP, _C_FIND_RSP, _NO_DATA_SET = 0x0001, 0x8001, 0x8010, 0x8020, 0x0101
-_PENDING = frozenset({0xFF00, 0xFF01})
+COMMAND_FIELD, DATA_SET_TYPE = 0x0100, 0x0800
+C_STORE_RQ, C_STORE_RSP, C_GET_RSP, C_FIND_RSP, NO_DATA_SET = 0x0001, 0x8001, 0x8010, 0x8020, 0x0101
+PENDING = frozenset({0xFF00, 0xFF01})
 _US_TAGS = frozenset({0x0100, 0x0110, 0x0120, 0x0700, 0x0800, 0x0900, 0x1020, 0x1021, 0x1022, 0x1023, 0x1031})
 _UI_TAGS = frozenset({0x0002, 0x1000})
-_STORE_REQUEST_TAGS = frozenset({0x0000, 0x0002, 0x0100, 0x0110, 0x0700, 0x0800, 0x1000, 0x1030, 0x1031})
-_GET_RESPONSE_TAGS = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900, 0x1020, 0x1021, 0x1022, 0x1023})
-_FIND_RESPONSE_TAGS = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900})
-_GET_COUNTS = ((0x1020, "NumberOfRemainingSuboperations"), (0x1021, "NumberOfCompletedSuboperations"),
+STORE_REQUEST_TAGS = frozenset({0x0000, 0x0002, 0x0100, 0x0110, 0x0700, 0x0800, 0x1000, 0x1030, 0x1031})
+GET_RESPONSE_TAGS = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900, 0x1020, 0x1021, 0x1022, 0x1023})
+FIND_RESPONSE_TAGS = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900})
+GET_COUNTS = ((0x1020, "NumberOfRemainingSuboperations"), (0x1021, "NumberOfCompletedSuboperations"),
                (0x1022, "NumberOfFailedSuboperations"), (0x1023, "NumberOfWarningSuboperations"))
 
 
@@ -70,16 +70,16 @@ def encode_store_response(message_id: int, sop_class: str, sop_instance: str, st
     """The command set of a C-STORE-RSP, as pynetdicom encodes it (Implicit VR Little Endian)."""
     body = b"".join((
         _uid_element(0x0002, sop_class),
-        struct.pack("<HHIH", 0, 0x0100, 2, _C_STORE_RSP),
+        struct.pack("<HHIH", 0, 0x0100, 2, C_STORE_RSP),
         struct.pack("<HHIH", 0, 0x0120, 2, message_id),
-        struct.pack("<HHIH", 0, 0x0800, 2, _NO_DATA_SET),
+        struct.pack("<HHIH", 0, 0x0800, 2, NO_DATA_SET),
         struct.pack("<HHIH", 0, 0x0900, 2, status),
         _uid_element(0x1000, sop_instance),
     ))
     return struct.pack("<HHII", 0, 0x0000, 4, len(body)) + body
 
 
-def _status_code(status: Any) -> int:
+def status_code(status: Any) -> int:
     """The status an EVT_C_STORE handler returned, as pynetdicom reads it (0xC001/0xC002 if unusable;
     other elements of a status Dataset, such as an error comment, are not sent on this path)."""
     if isinstance(status, int) and not isinstance(status, bool):
@@ -96,13 +96,13 @@ def _status_code(status: Any) -> int:
 # P-DATA-TF PDUs
 
 
-def _p_data_tf(context_id: int, command: bytes) -> bytes:
+def p_data_tf(context_id: int, command: bytes) -> bytes:
     """One P-DATA-TF PDU holding one PDV: the last (and only) fragment of a command set."""
     pdv_length = 2 + len(command)
     return struct.pack(">BBIIBB", 0x04, 0, 4 + pdv_length, pdv_length, context_id, 0x03) + command
 
 
-def _split_pdvs(body: bytearray) -> list[list[Any]] | None:
+def split_pdvs(body: bytearray) -> list[list[Any]] | None:
     """[[context ID, memoryview of the PDV's bytes from its message control header on]], or None."""
     view = memoryview(body)
     pdvs: list[list[Any]] = []
@@ -121,12 +121,12 @@ def _split_pdvs(body: bytearray) -> list[list[Any]] | None:
 # A PDU may not exceed the maximum length we announced (PS3.8 9.3.1); an A-ASSOCIATE-AC is small
 # whatever we announced. With "no limit" announced, this still bounds what one PDU can make us allocate.
 _PDU_FLOOR = 1 << 16
-_PDU_UNLIMITED_CAP = 1 << 28
+PDU_UNLIMITED_CAP = 1 << 28
 
 
 def pdu_limit(announced: int | None) -> int:
     """The most bytes one PDU read may ask for, given the maximum PDU length we announced (0: none)."""
-    return _PDU_UNLIMITED_CAP if not announced else max(announced, _PDU_FLOOR) + 6
+    return PDU_UNLIMITED_CAP if not announced else max(announced, _PDU_FLOOR) + 6
 
 
 # --------------------------------------------------------------------------------------------------

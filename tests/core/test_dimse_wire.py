@@ -58,7 +58,7 @@ def test_store_request_command_set_parses_as_pynetdicom_encodes_it() -> None:
     assert fields[0x0100] == 0x0001 and fields[0x0110] == 12 and fields[0x0700] == 2
     assert fields[0x0002] == "1.2.840.10008.5.1.4.1.1.2" and fields[0x1000] == "1.2.3.4.5"
     assert fields[0x1030] == "MOVER" and fields[0x1031] == 3 and fields[0x0800] != 0x0101
-    assert set(fields) <= dimse_wire._STORE_REQUEST_TAGS
+    assert set(fields) <= dimse_wire.STORE_REQUEST_TAGS
 
 
 def test_command_sets_that_do_not_parse_are_refused() -> None:
@@ -79,9 +79,9 @@ def test_pdvs_split_as_pynetdicom_decodes_them() -> None:
     pdu.from_primitive(primitive)
     encoded = pdu.encode()
     assert encoded[0] == 0x04
-    pdvs = dimse_wire._split_pdvs(bytearray(encoded[6:]))
+    pdvs = dimse_wire.split_pdvs(bytearray(encoded[6:]))
     assert [[cx, bytes(data)] for cx, data in pdvs] == primitive.presentation_data_value_list
-    assert dimse_wire._split_pdvs(bytearray(encoded[6:-1])) is None  # cut short: malformed
+    assert dimse_wire.split_pdvs(bytearray(encoded[6:-1])) is None  # cut short: malformed
 
 
 def test_store_response_pdu_is_byte_for_byte_pynetdicoms() -> None:
@@ -93,7 +93,7 @@ def test_store_response_pdu_is_byte_for_byte_pynetdicoms() -> None:
     primitive.presentation_data_value_list = [[5, b"\x03" + command]]
     pdu = P_DATA_TF()
     pdu.from_primitive(primitive)
-    assert dimse_wire._p_data_tf(5, command) == pdu.encode()
+    assert dimse_wire.p_data_tf(5, command) == pdu.encode()
 
 
 def test_spool_moves_a_large_data_set_to_a_file(tmp_path: Any) -> None:
