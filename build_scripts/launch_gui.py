@@ -4,10 +4,13 @@ import sys
 
 if __name__ == "__main__":
     # A retrieve runs in a child process, which in a frozen build is this very executable with the flag
-    # (core/retrieve_process.py): it must become the child before anything imports Qt.
-    from pacspull.core.retrieve_process import CHILD_FLAG
+    # (core/retrieve_process.py CHILD_FLAG): it becomes the child, at its lower priority (CHILD_NICENESS),
+    # before anything is imported; Qt never is.
+    if sys.argv[1:] == ["--pacspull-retrieve-process"]:
+        import os
 
-    if sys.argv[1:] == [CHILD_FLAG]:
+        if hasattr(os, "nice"):
+            os.nice(10)
         from pacspull.core.retrieve_process import child_main
 
         sys.exit(child_main())

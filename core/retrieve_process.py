@@ -22,7 +22,10 @@ and calls the same ``RetrievalListener`` methods, on the thread that called ``ru
   ``HEARTBEAT_SECONDS``, so the reader looks at the token that often); the child sends C-CANCEL as the
   engine does in-process. If the calling process goes away, the child sees its stdin close and cancels
   too, keeping every instance stored so far (and, as always, no partial file under a final name);
-* the child lowers its own priority (``CHILD_NICENESS``; below normal on Windows);
+* the child lowers its own priority (``CHILD_NICENESS``; below normal on Windows) before it imports
+  anything;
+* ``prestart_next``: when another retrieve follows in a queue, its child is started while this one runs
+  (``SPARES``), so that it does not wait for Python to start and import;
 * the log: the child follows our loggers' levels and the patient-identifier switch (core.privacy),
   sent with the job and again whenever they change, and sends its records here; a crash's traceback
   is logged here in full;
@@ -73,11 +76,13 @@ from pacspull.core.storage import StoredInstance, StudyWriter
 LOG = logging.getLogger(__name__)
 BATCH_SECONDS = 0.05  # the child sends what happened at most this often (20 batches a second)
 HEARTBEAT_SECONDS = 0.25  # and an empty batch this often, so a cancel is passed on even while nothing arrives
-CHILD_FLAG = "--pacspull-retrieve-process"  # a frozen build's window executable, started as the child
+# A frozen build's window executable, started as the child: build_scripts/launch_gui.py checks for it
+# (and lowers its priority) before it imports anything heavy.
+CHILD_FLAG = "--pacspull-retrieve-process"
 # The child runs at a lower priority than the window: on a busy machine (the PACS itself on the same two
 # cores, a viewer rendering) the scheduler then lets the GUI thread run first, and the retrieve is no
 # slower for it (measured: benchmarks/FINDINGS.md, "The window").
-CHILD_NICENESS = 10
+CHILD_NICENESS = 10  # launch_gui.py spells it out too (it runs before any import; a test keeps them equal)
 _WINDOWS_FLAGS = getattr(subprocess, "CREATE_NO_WINDOW", 0) | getattr(subprocess, "BELOW_NORMAL_PRIORITY_CLASS", 0)
 _LOGGER_PREFIXES = ("pacspull", "pynetdicom")
 
@@ -123,7 +128,7 @@ class IsolatedRetrieval:
 
     def __init__(self, node: Node, requests: Sequence[RetrieveRequest], destination: Path | str, *,
                  layout: str, listener: RetrievalListener | None = None, cancel: CancelToken | None = None,
-                 options: RetrieveOptions = RetrieveOptions()) -> None:
+                 options: RetrieveOptions = RetrieveOptions(), prestart_next: bool = False) -> None:
         self.node = node
         self.requests = tuple(requests)
         self.destination = str(destination)
@@ -133,6 +138,7 @@ class IsolatedRetrieval:
         self.options = options
         self.context_report: list[str] = []
         self.pid: int | None = None
+        self.prestart_next = prestart_next  # another retrieve follows: start its child now (SPARES)
 
     def _secret(self) -> str | None:
         """The node's secret for the child ("" if it needs one and none is stored: the child then
@@ -148,13 +154,9 @@ class IsolatedRetrieval:
         ``InvalidInput``), or ``ChildProcessError`` if it could not start or ended without a word."""
         job = _Job(self.node, self.requests, self.destination, self.layout, self.options, self._secret(),
                    _logger_levels(), privacy.identifiers_logged())
-        try:
-            child = subprocess.Popen(child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=None if sys.stderr else subprocess.DEVNULL,
-                                     creationflags=_WINDOWS_FLAGS)
-        except OSError as exc:
-            raise ChildProcessError(f"cannot start the retrieve process: {exc}",
-                                    hint="reinstall PacsPull if this persists") from None
+        child = SPARES.take() or _start_child()
+        if self.prestart_next:
+            SPARES.prestart()
         self.pid = child.pid
         assert child.stdin is not None and child.stdout is not None
         summary: RetrievalSummary | None = None
@@ -249,15 +251,73 @@ class IsolatedRetrieval:
         return None
 
 
+def _start_child() -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=None if sys.stderr else subprocess.DEVNULL, creationflags=_WINDOWS_FLAGS)
+    except OSError as exc:
+        raise ChildProcessError(f"cannot start the retrieve process: {exc}",
+                                hint="reinstall PacsPull if this persists") from None
+
+
+class _Spares:
+    """At most one child started ahead of time, for the next retrieve of a queue.
+
+    A child spends about 0.3 s starting Python and importing pydicom and pynetdicom before it reads its
+    job; a queue of many small transfers would pay that for each one. A spare has done it and waits,
+    blocked on its stdin (no CPU), until a retrieve takes it or ``discard()`` (or our exit) closes it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen[bytes] | None = None
+
+    def take(self) -> subprocess.Popen[bytes] | None:
+        """The spare if it is still alive (it is then no longer the spare), else None."""
+        with self._lock:
+            child, self._child = self._child, None
+        if child is not None and child.poll() is None:
+            return child
+        return None
+
+    def prestart(self) -> None:
+        """Start a spare unless one is waiting; a failure only means the next retrieve starts its own."""
+        with self._lock:
+            if self._child is not None and self._child.poll() is None:
+                return
+            try:
+                self._child = _start_child()
+            except ChildProcessError as exc:
+                LOG.warning("%s", exc)
+
+    def discard(self) -> None:
+        """Let the waiting spare go (the queue is idle, or the window closes). Never blocks: the spare
+        exits once it reads the end of its stdin, and a thread of its own collects it."""
+        child = self.take()
+        if child is not None:
+            threading.Thread(target=IsolatedRetrieval._close, args=(child, 10.0), name="pacspull-spare-exit",
+                             daemon=True).start()
+
+    @property
+    def pid(self) -> int | None:
+        """The waiting spare's process id, if one is waiting."""
+        with self._lock:
+            return None if self._child is None or self._child.poll() is not None else self._child.pid
+
+
+SPARES = _Spares()
+
+
 def child_command() -> list[str]:
     """How to start the child: this interpreter with this module, or (frozen) this executable with
     ``CHILD_FLAG``, which the window's entry script hands to ``child_main`` before importing Qt."""
     if getattr(sys, "frozen", False):
         return [sys.executable, CHILD_FLAG]
     # Not "-m": that puts the current folder first on sys.path, where a stray pydicom/ or logging.py
-    # (say, in the folder the window was started from) would shadow the real one in the child.
-    return [sys.executable, "-c", "import sys; del sys.path[0]; from pacspull.core.retrieve_process import "
-            "child_main; sys.exit(child_main())"]
+    # (say, in the folder the window was started from) would shadow the real one in the child. The
+    # priority is lowered first, so that even the imports give way to the window (CHILD_NICENESS).
+    return [sys.executable, "-c", f"import os, sys; del sys.path[0]; hasattr(os, 'nice') and os.nice({CHILD_NICENESS}); "
+            "from pacspull.core.retrieve_process import child_main; sys.exit(child_main())"]
 
 
 # -- frames: a 4-byte big-endian length, then a pickle ------------------------------------------------
@@ -446,8 +506,6 @@ def _retrieve(job: _Job, outbox: _Outbox, cancel: CancelToken) -> None:
 def child_main() -> int:
     """The child process: read the job from stdin, retrieve, report through stdout; stdin then carries
     "cancel" (or closes, when the parent is gone). Anything else printed goes nowhere."""
-    if hasattr(os, "nice"):  # Windows: the parent's creation flags did it
-        os.nice(CHILD_NICENESS)
     control = os.fdopen(os.dup(0), "rb")
     events = os.fdopen(os.dup(1), "wb")
     null = os.open(os.devnull, os.O_RDWR)

@@ -24,6 +24,7 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from pacspull.core.get import RetrievalSummary, RetrieveOptions, RetrieveRequest, SubOperationIssue
 from pacspull.core.nodes import Node
 from pacspull.core.query import SeriesRow, StudyRow
+from pacspull.core.retrieve_process import SPARES
 from pacspull.core.settings import MAX_PARALLEL_RETRIEVES
 from pacspull.core.status import describe
 from pacspull.gui import formatting as fmt
@@ -217,6 +218,7 @@ class RetrieveQueue(QObject):
         """Cancel everything and stop refreshing (the window is closing; the runner waits for the threads)."""
         self.cancel_all()
         self._timer.stop()
+        SPARES.discard()
 
     # -- running --------------------------------------------------------------------------------------
 
@@ -243,6 +245,8 @@ class RetrieveQueue(QObject):
             completed=0, failed=0, warning=0, skipped=0, bytes_received=0, elapsed=0.0, eta=None,
             remaining=row.request.expected if row.runs == 0 else None, failures=(), warnings=(),
             message="", notes=(), status=None, pacs_counts=(), refused=False))
+        # With more waiting, the next transfer's child process starts while this one runs (SPARES).
+        worker.prestart_next = any(r.state is TransferState.QUEUED and r.id != row.id for r in self.model.rows())
         self.workerStarted.emit(worker)  # before the thread starts, so no event can be missed
         self.runner.start(worker)
         if not self._timer.isActive():
@@ -326,6 +330,7 @@ class RetrieveQueue(QObject):
         self.rowFinished.emit(row)
         self.activeChanged.emit(active)
         if not active:
+            SPARES.discard()  # a child started for a transfer that was then cancelled before it ran
             self.queueFinished.emit(queue_summary(ended))
 
 

@@ -261,6 +261,8 @@ class RetrieveWorker(Worker):
         self.options = options
         self._latest: Latest[RetrievalProgress | None] = Latest(None)
         self._isolated: IsolatedRetrieval | None = None
+        # Another transfer waits in the queue: start its child process while this one runs.
+        self.prestart_next = False
 
     @property
     def child_pid(self) -> int | None:
@@ -281,7 +283,7 @@ class RetrieveWorker(Worker):
         if self.isolated:
             retrieval = self._isolated = IsolatedRetrieval(
                 self.node, self.requests, self.destination, layout=self.layout, listener=relay,
-                cancel=self.token, options=self.options)
+                cancel=self.token, options=self.options, prestart_next=self.prestart_next)
         else:
             writer = StudyWriter(self.destination, layout=self.layout)
             retrieval = Retrieval(self.node, self.requests, writer, listener=relay, cancel=self.token,

@@ -12,6 +12,7 @@ import pickle
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,6 +28,7 @@ from pacspull.core.nodes import Node
 from pacspull.core.progress import CancelToken
 from pacspull.core.retrieve_process import (
     CHILD_NICENESS,
+    SPARES,
     ChildProcessError,
     IsolatedRetrieval,
     _Job,
@@ -290,6 +292,38 @@ def test_the_nodes_secret_is_handed_to_the_child(demo_pacs: DemoPacs, sample_met
     childs = [r.getMessage() for r in caplog.records if r.process != os.getpid()]
     assert any("Password: [********]" in text for text in childs)
     assert not any("s3cret-for-child" in text for text in childs)
+
+
+def _gone(pid: int, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_queue_prestarts_the_next_child(demo_pacs: DemoPacs, sample_metadata: Any, tmp_path: Path) -> None:
+    """The next retrieve of a queue finds its child already started (Python up, imports done)."""
+    small = study(sample_metadata, 2)
+    first = IsolatedRetrieval(node_of(demo_pacs), [RetrieveRequest(small.study_instance_uid)], tmp_path / "a",
+                              layout=LAYOUT, prestart_next=True)
+    assert first.run().ok
+    spare = SPARES.pid
+    assert spare is not None and spare != first.pid
+    second = IsolatedRetrieval(node_of(demo_pacs), [RetrieveRequest(small.study_instance_uid)], tmp_path / "b",
+                               layout=LAYOUT)
+    assert second.run().ok and second.pid == spare
+    assert SPARES.pid is None and len(files_in(tmp_path / "b")) == small.number_of_instances
+    assert _gone(spare)
+
+    SPARES.prestart()  # one nobody takes: let go, it exits by itself
+    unused = SPARES.pid
+    assert unused is not None
+    SPARES.discard()
+    assert SPARES.pid is None and _gone(unused)
 
 
 def test_errors_cross_the_process_boundary_whole() -> None:

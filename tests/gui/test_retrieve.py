@@ -16,6 +16,7 @@ from PySide6.QtCore import QItemSelectionModel, Qt
 from PySide6.QtGui import QDesktopServices
 
 from pacspull.core.demo_pacs import DemoPacs, Faults
+from pacspull.core.retrieve_process import SPARES
 from pacspull.core.samples import SampleStudy, sample_studies
 from pacspull.core.settings import AppSettings
 from pacspull.gui.models.study_model import ROW_ROLE
@@ -261,6 +262,23 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_queued_transfers_find_their_child_process_started(qtbot, make_window, peer_node, counter):
+    """While one transfer runs, the next one's child process starts (Python and imports take ~0.3 s);
+    none is left once the queue is done."""
+    window = _window(make_window, peer_node, counter)
+    started: list[tuple[object, int | None]] = []  # each worker, and the spare waiting when it started
+    window.retrieve.workerStarted.connect(lambda worker: started.append((worker, SPARES.pid)))
+    _search(qtbot, window)
+    with qtbot.waitSignal(window.retrieve.queueFinished, timeout=TIMEOUT_MS):
+        _retrieve(qtbot, window, "CT Abdomen", "胸部正位", "Gescanntes Dokument")
+    assert [r.state for r in window.transfers.rows()] == [TransferState.DONE] * 3
+    pids = [worker.child_pid for worker, _ in started]
+    assert len(set(pids)) == 3 and os.getpid() not in pids
+    assert [spare for _, spare in started[1:]] == pids[1:]  # each later one took the spare waiting for it
+    assert SPARES.pid is None
+    qtbot.waitUntil(lambda: not any(_alive(pid) for pid in pids), timeout=TIMEOUT_MS)
 
 
 def test_closing_mid_retrieve_asks_then_cancels_and_leaves_no_thread(

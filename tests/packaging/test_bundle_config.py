@@ -224,3 +224,15 @@ def test_the_icon_ships_with_the_package() -> None:
     from pacspull.gui import style
 
     assert style.ICON_PATH.is_file()  # the window finds it beside the gui package, as in the bundle
+
+
+def test_the_window_launcher_becomes_the_retrieve_child_first() -> None:
+    """launch_gui.py turns the frozen window executable into a retrieve's child process (and lowers its
+    priority) before importing anything: it spells out core.retrieve_process's flag and niceness, which
+    must stay what that module uses."""
+    from pacspull.core.retrieve_process import CHILD_FLAG, CHILD_NICENESS
+
+    text = (ROOT / "build_scripts" / "launch_gui.py").read_text(encoding="utf-8")
+    assert f'sys.argv[1:] == ["{CHILD_FLAG}"]' in text
+    assert f"os.nice({CHILD_NICENESS})" in text
+    assert text.index("child_main") < text.index("pacspull.gui")  # the child never imports the window
