@@ -255,8 +255,9 @@ class MainWindow(QMainWindow):
             return
         studies = {s.study_uid: s for s in self.model.studies() if s.study_uid}
         settings = self.context.settings
-        added = self.retrieve.add(group_selection(rows, studies), node, destination=settings.destination,
-                                  layout=settings.layout)
+        with self.progress_panel.one_update():
+            added = self.retrieve.add(group_selection(rows, studies), node, destination=settings.destination,
+                                      layout=settings.layout)
         self.bottom_tabs.setCurrentWidget(self.progress_panel)
         if not added:
             self.statusBar().showMessage("Already in the transfer queue")

@@ -264,6 +264,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def test_queueing_updates_the_panel_once_and_at_once(qtbot, make_window, own_pacs, counter):
+    """Queueing fires four model, selection and queue signals; the panel redraws its lines once (about
+    2 ms of the GUI thread each time), and before start_retrieve returns."""
+    own_pacs.faults = Faults(delay_per_instance=0.05)
+    window = _window(make_window, node_for(own_pacs.port), counter)
+    _search(qtbot, window)
+    updates: list[int] = []
+    window.progress_panel.activeChanged.connect(updates.append)  # emitted at the end of every update
+    window.start_retrieve([s for s in window.model.studies()
+                           if s.description in ("CT Abdomen", "MR Head", "CT Thorax Übersicht")])
+    assert updates == [3]
+    assert window.progress_panel.headline.text().startswith("Transfer 1 of 3 · 0 of 106 images (0%)")
+    with qtbot.waitSignal(window.retrieve.queueFinished, timeout=TIMEOUT_MS):
+        window.retrieve.cancel_all()
+
+
 def test_queued_transfers_find_their_child_process_started(qtbot, make_window, peer_node, counter):
     """While one transfer runs, the next one's child process starts (Python and imports take ~0.3 s);
     none is left once the queue is done."""
