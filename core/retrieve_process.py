@@ -152,8 +152,9 @@ class IsolatedRetrieval:
 
         Raises what the child raised before it could retrieve (an unusable destination:
         ``InvalidInput``), or ``ChildProcessError`` if it could not start or ended without a word."""
+        settings = _log_settings()
         job = _Job(self.node, self.requests, self.destination, self.layout, self.options, self._secret(),
-                   _logger_levels(), privacy.identifiers_logged())
+                   *settings)
         child = SPARES.take() or _start_child()
         if self.prestart_next:
             SPARES.prestart()
@@ -166,7 +167,7 @@ class IsolatedRetrieval:
             except OSError:  # it died before it read the job (EPIPE; EINVAL on Windows)
                 pass
             else:
-                summary = self._relay(child.stdout, child.stdin)
+                summary = self._relay(child.stdout, child.stdin, settings)
         finally:
             # Closing its stdin is "cancel" to a child still running (the listener raised): give it the
             # time a C-CANCEL may take before killing it. One that reported only has to exit.
@@ -194,12 +195,13 @@ class IsolatedRetrieval:
         return ChildProcessError(f"the retrieve process ended without reporting (exit code {child.returncode})",
                                  hint="instances stored before it ended are kept; the log may say more")
 
-    def _relay(self, events: IO[bytes], control: IO[bytes]) -> RetrievalSummary | None:
-        """Read the child's batches (at least one every ``HEARTBEAT_SECONDS``), pass on cancel; the
-        summary, or None if its output ended without one."""
+    def _relay(self, events: IO[bytes], control: IO[bytes],
+               settings: tuple[dict[str, int], bool]) -> RetrievalSummary | None:
+        """Read the child's batches (at least one every ``HEARTBEAT_SECONDS``), pass on cancel and any
+        change of the log ``settings`` the job carried; the summary, or None if its output ended
+        without one."""
         outcomes = [RequestOutcome(request) for request in self.requests]
         cancel_sent = False
-        settings = _log_settings()
         while True:
             batch = _read_frame(events)
             if batch is None:

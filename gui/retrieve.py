@@ -246,7 +246,7 @@ class RetrieveQueue(QObject):
             remaining=row.request.expected if row.runs == 0 else None, failures=(), warnings=(),
             message="", notes=(), status=None, pacs_counts=(), refused=False))
         # With more waiting, the next transfer's child process starts while this one runs (SPARES).
-        worker.prestart_next = any(r.state is TransferState.QUEUED and r.id != row.id for r in self.model.rows())
+        worker.prestart_next = any(r.state is TransferState.QUEUED for r in self.model.rows())
         self.workerStarted.emit(worker)  # before the thread starts, so no event can be missed
         self.runner.start(worker)
         if not self._timer.isActive():
