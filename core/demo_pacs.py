@@ -459,9 +459,13 @@ class DemoPacs:
             ae, self._ae, self._server = self._ae, None, None
             if ae is None:
                 return
-            self._stopping.set()  # ends stalls and throttles at once
             associations = list(ae.active_associations)
+            # Abort first, then wake the stalled and throttled handlers: woken before the abort, a C-GET
+            # handler returns while its association still counts as established, and pynetdicom queues
+            # the final C-GET response just as the abort lands (InvalidEventError, Evt9 in Sta13, in its
+            # reactor thread). Woken after, it finds the association gone and sends nothing.
             ae.shutdown()
+            self._stopping.set()  # ends stalls and throttles at once
             for assoc in associations:
                 # A C-GET waiting for a C-STORE response would otherwise sit out the DIMSE timeout.
                 wake_response_wait(assoc)
