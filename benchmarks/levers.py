@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 LEVERS = ("batch_fsync", "event_driven", "recv_into", "quickack", "quiet_logging", "fast_store", "fast_pdus",
-          "pump", "short_header", "path_cache")
+          "pump", "short_header", "path_cache", "answer_first")
 
 
 def _upto(last: str) -> dict[str, Any]:
@@ -54,7 +54,8 @@ LADDER: list[tuple[str, dict[str, Any]]] = [
     ("+ P-DATA PDUs split without pynetdicom objects", _upto("fast_pdus")),
     ("+ waiting thread reads the socket (no hand-offs)", _upto("pump")),
     ("+ header scanned without pydicom, up to what is needed", _upto("short_header")),
-    ("+ folder/name caches (= all levers)", _upto("path_cache")),
+    ("+ folder/name caches", _upto("path_cache")),
+    ("+ bookkeeping after the C-STORE answer (= all levers)", _upto("answer_first")),
 ]
 ALL = dict.fromkeys(LEVERS, True)
 
@@ -75,6 +76,7 @@ def child(config: dict[str, Any]) -> None:
     compat.SETTINGS.fast_store = bool(levers.get("fast_store"))
     compat.SETTINGS.fast_pdus = bool(levers.get("fast_pdus"))
     compat.SETTINGS.pump = bool(levers.get("pump"))
+    compat.SETTINGS.answer_first = bool(levers.get("answer_first"))
     if not levers.get("batch_fsync"):
         @contextlib.contextmanager
         def per_file_fsync(self: StudyWriter) -> Iterator[StudyWriter]:

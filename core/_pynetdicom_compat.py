@@ -56,6 +56,11 @@ folder, which wins). Its parts, each switchable in ``SETTINGS`` (benchmarks/leve
   any other PDU (release, abort) is put back for the DUL thread to read and handle, as before. A lock
   keeps one reader at a time. Same handler thread, same order, no hand-off. Off with TLS (decrypted
   bytes that select() cannot see).
+* **answer_first: bookkeeping after the answer.** A PACS sends the next C-STORE only once it has our
+  answer to this one, so whatever the handler does before answering is wall time. The handler's work
+  that cannot change the answer (the manifest line, the write-back hint, progress callbacks) is queued
+  with ``answer_later`` and run right after the answer is sent, on the same thread, while the PACS
+  prepares the next sub-operation. The file itself is complete under its final name before the answer.
 * **quiet_reactor: an idle association costs nothing.** The association's own reactor thread sleeps
   1 ms between looks at its flags whenever no service call has paused it (``time.sleep(0.001)`` in
   ``Association._run_reactor``), 1,000 wake-ups a second while an association is open but idle. Its
@@ -135,6 +140,7 @@ class FastTransportSettings:
     pump: bool = True  # the thread waiting for a DIMSE message reads the socket itself (fast_store)
     quiet_reactor: bool = True  # the association reactor waits for a nudge instead of 1 ms sleeps
     spool_bytes: int = 32 << 20  # a received data set larger than this moves to a temp file (fast_store)
+    answer_first: bool = True  # a C-STORE handler's bookkeeping runs after its answer is sent (fast_store)
     idle_poll: float = 0.05  # longest idle wait: a safety net only, every wake-up is signalled
 
 
@@ -472,6 +478,7 @@ class _StoreResponder:
         self.assoc = assoc
         self.original = assoc._c_store_scp
         self.contexts: dict[tuple[str, int | None], Any] = {}
+        self.deferred: list[Callable[[], None]] | None = None  # while a handler runs (answer_first)
         asock = assoc.dul.socket
         self.send_lock = threading.Lock()
         original_send = asock.send
@@ -498,23 +505,43 @@ class _StoreResponder:
         context = self._context(str(request.AffectedSOPClassUID), request._context_id)
         if context is None or not all(h is _handlers.standard_dimse_sent_handler for h, _ in sent):
             return self.original(request)
+        self.deferred = [] if SETTINGS.answer_first else None
         try:
             status = evt.trigger(assoc, evt.EVT_C_STORE, {"request": request, "context": context.as_tuple})
         except Exception:  # noqa: BLE001 - what pynetdicom answers when the handler raises
             logging.getLogger("pynetdicom").exception("Exception in the handler bound to 'evt.EVT_C_STORE'")
             status = 0xC211
-        status = status_code(status)
-        pdu = p_data_tf(context.context_id, encode_store_response(
+        finally:
+            deferred, self.deferred = self.deferred, None
+        try:
+            self._answer(context.context_id, request, status_code(status))
+        finally:
+            for work in deferred or ():
+                try:
+                    work()
+                except Exception:  # noqa: BLE001 - the answer is out; a failure here is only logged
+                    logging.getLogger("pacspull").exception("Error after answering a C-STORE")
+        return None
+
+    def later(self, work: Callable[[], None]) -> None:
+        """Run ``work`` once the answer to the C-STORE being handled is sent (``answer_later``)."""
+        if self.deferred is None:
+            work()
+        else:
+            self.deferred.append(work)
+
+    def _answer(self, context_id: int, request: Any, status: int) -> None:
+        assoc = self.assoc
+        pdu = p_data_tf(context_id, encode_store_response(
             request.MessageID, str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID), status))
         sock = self.asock.socket
         if sock is None or not assoc.is_established or assoc.dul.state_machine.current_state != "Sta6":
-            return None  # released or aborted meanwhile: nothing may be sent any more
+            return  # released or aborted meanwhile: nothing may be sent any more
         try:
             with self.send_lock:
                 sock.sendall(pdu)
         except OSError:
             assoc.dul.event_queue.put("Evt17")  # what AssociationSocket.send reports: connection closed
-        return None
 
 
 class _PduReader:
@@ -720,6 +747,20 @@ def _fast_store(assoc: Association, spool_folder: str | None = None) -> None:
             assoc.dul.socket.pump = pump
             assoc.dul._is_transport_event = pump.transport_event  # type: ignore[method-assign]
             assoc.dimse.get_msg = pump.get_msg  # type: ignore[method-assign]
+
+
+def answer_later(assoc: Association) -> Callable[[Callable[[], None]], None] | None:
+    """Inside an EVT_C_STORE handler: a function that schedules work (a no-argument callable) to run
+    right after the handler's answer has been sent, on the same thread, before the next message is read;
+    or None when the answer is pynetdicom's to send (then do the work before returning).
+
+    While the PACS prepares the next sub-operation, which it sends only once it has our answer, the
+    handling thread is otherwise idle: bookkeeping that does not change the answer (a manifest line, a
+    write-back hint, progress callbacks) costs no wall time there. Work that fails is logged."""
+    responder = getattr(assoc, "_c_store_scp", None)
+    if isinstance(responder, _StoreResponder) and responder.deferred is not None:
+        return responder.later
+    return None
 
 
 def lean_find(assoc: Association, identifier: Any, query_model: str, msg_id: int) -> Any:

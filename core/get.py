@@ -39,7 +39,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-from pacspull.core._pynetdicom_compat import install_fast_transport, lean_find
+from pacspull.core._pynetdicom_compat import answer_later, install_fast_transport, lean_find
 from pacspull.core.association import (
     CancelWatcher,
     associated,
@@ -707,9 +707,13 @@ class Retrieval:
             warning = None
             if header.get("SOPClassUID") not in (None, "", sop_class):
                 warning = f"the data set says SOP class {header.get('SOPClassUID')}, the request {sop_class}"
+            # Bookkeeping that does not change the answer waits until it is sent (the PACS prepares
+            # the next sub-operation meanwhile); the file itself is complete before the answer.
+            later = answer_later(event.assoc)
             # The file is named after the UID the PACS announced: the one the counts refer to.
             stored = self.writer.store(header=header, sop_class_uid=sop_class, sop_instance_uid=uid,
-                                       transfer_syntax=ts, source=stream, source_ae_title=self.node.ae_title)
+                                       transfer_syntax=ts, source=stream, source_ae_title=self.node.ae_title,
+                                       later=later)
         except StorageError as exc:
             # Disk full / no permission: answer "out of resources" and stop the retrieve cleanly.
             outcome.error = str(exc)
@@ -724,14 +728,22 @@ class Retrieval:
             issue = SubOperationIssue(uid, describe(STORE_WARNING_MISMATCH), warning)
             outcome.warning += 1
             outcome.warnings.append(issue)
-            self.listener.instance_stored(outcome, stored)
-            self.listener.sub_operation_warning(outcome, issue)
-            self.listener.progress(self._snapshot(outcome))
-            return STORE_WARNING_MISMATCH
-        outcome.completed += 1
+        else:
+            outcome.completed += 1
+        snapshot = self._snapshot(outcome)
+        tell = functools.partial(self._tell_stored, outcome, stored, issue if warning else None, snapshot)
+        if later is None:
+            tell()
+        else:
+            later(tell)
+        return STORE_WARNING_MISMATCH if warning else STORE_SUCCESS
+
+    def _tell_stored(self, outcome: RequestOutcome, stored: StoredInstance, issue: SubOperationIssue | None,
+                     snapshot: RetrievalProgress) -> None:
         self.listener.instance_stored(outcome, stored)
-        self.listener.progress(self._snapshot(outcome))
-        return STORE_SUCCESS
+        if issue is not None:
+            self.listener.sub_operation_warning(outcome, issue)
+        self.listener.progress(snapshot)
 
     # -- the C-GETs ---------------------------------------------------------------------------------
     def _get(self, assoc: Association, outcome: RequestOutcome, identifier: Dataset) -> None:

@@ -187,6 +187,8 @@ class StoredInstance:
 
 
 Source = Union[bytes, bytearray, memoryview, Path, BinaryIO]
+Later = Callable[[Callable[[], None]], None]
+"""Takes work that may wait (a no-argument callable) and runs it soon, on the same thread."""
 _T = TypeVar("_T")
 
 
@@ -823,12 +825,14 @@ def _temp_path(final: Path) -> Path:
     return final.with_name(f".{stem}{suffix}")
 
 
-def _write_atomically(final: Path, head: bytes, source: Source, *, fsync: bool = True) -> int:
+def _write_atomically(final: Path, head: bytes, source: Source, *, fsync: bool = True,
+                      later: Later | None = None) -> int:
     """Write ``head`` + ``source`` to ``final`` via a temp file and os.replace; return size.
 
     With ``fsync`` the temp file reaches the disk before the rename. Without, the rename still makes
     the complete file appear at once (a crash of this process never leaves a partial file under the
-    final name); only a power loss before the next ``StudyWriter.sync()`` can lose it.
+    final name); only a power loss before the next ``StudyWriter.sync()`` can lose it. Then the
+    write-back hint (``_start_writeback``) goes to ``later`` if given.
     """
     folder = final.parent
     for _attempt in range(5):
@@ -843,23 +847,30 @@ def _write_atomically(final: Path, head: bytes, source: Source, *, fsync: bool =
             raise _storage_error(exc, folder) from exc
     else:
         raise StorageError(f"could not create a temporary file in {folder}", folder=folder)
+    kept = None  # a second descriptor for the write-back hint, given to ``later``
     try:
         try:
             size = _write_all(fd, head) + _copy_source(fd, source)
             if fsync:
                 # The data must be on disk before the rename makes it visible under its final name.
                 os.fsync(fd)
-            else:
+            elif later is None or _writeback() is None:
                 _start_writeback(fd)
+            else:
+                kept = os.dup(fd)
         finally:
             os.close(fd)
         os.replace(temp, final)
     except BaseException as exc:
+        if kept is not None:
+            os.close(kept)
         with contextlib.suppress(OSError):
             os.unlink(temp)
         if isinstance(exc, OSError):
             raise _storage_error(exc, folder) from exc
         raise
+    if kept is not None and later is not None:
+        later(functools.partial(_start_writeback, kept, close=True))
     return size
 
 
@@ -884,13 +895,22 @@ def _libc_syncfs() -> Callable[[int], int] | None:
     return _linux_libc("syncfs", "c_int")
 
 
-def _start_writeback(fd: int) -> None:
+def _writeback() -> Callable[..., int] | None:
+    """Linux's sync_file_range(2), or None."""
+    return _linux_libc("sync_file_range", "c_int", "c_longlong", "c_longlong", "c_uint")
+
+
+def _start_writeback(fd: int, *, close: bool = False) -> None:
     """Linux: have the kernel start writing the file's pages now, without waiting (sync_file_range
     SYNC_FILE_RANGE_WRITE), so the flush at the end of a request finds little left to do. Elsewhere,
-    and on any error, nothing: the later sync() still flushes everything."""
-    sync_file_range = _linux_libc("sync_file_range", "c_int", "c_longlong", "c_longlong", "c_uint")
-    if sync_file_range is not None:
-        sync_file_range(fd, 0, 0, 2)  # SYNC_FILE_RANGE_WRITE; a failure here changes nothing
+    and on any error, nothing: the later sync() still flushes everything. ``close``: then close ``fd``."""
+    try:
+        sync_file_range = _writeback()
+        if sync_file_range is not None:
+            sync_file_range(fd, 0, 0, 2)  # SYNC_FILE_RANGE_WRITE; a failure here changes nothing
+    finally:
+        if close:
+            os.close(fd)
 
 
 def _fsync_path(path: Path, *, directory: bool = False) -> None:
@@ -1111,6 +1131,7 @@ class StudyWriter:
         transfer_syntax: str,
         source: Source,
         source_ae_title: str | None = None,
+        later: Later | None = None,
     ) -> StoredInstance:
         """Write one received instance as a Part-10 file and record it in the manifest.
 
@@ -1121,6 +1142,10 @@ class StudyWriter:
         (a previous file of the same name stays as it was).
         Raises ``StorageError`` for disk problems (full, permission, read-only) — answer the
         C-STORE with 0xA700 — and ``InvalidInput`` for an empty UID.
+
+        ``later`` (a retrieve passes ``answer_later``'s): what takes work that need not delay the
+        C-STORE answer, the manifest line and the write-back hint, and runs it soon after. The file
+        is complete under its final name when ``store`` returns, either way.
         """
         uid = _clean_uid(sop_instance_uid)
         sop_class_uid = _clean_uid(sop_class_uid)
@@ -1135,12 +1160,29 @@ class StudyWriter:
         head = _file_meta(sop_class_uid, uid, transfer_syntax, source_ae_title)
         final = self._prepared_path(header, uid)
         deferred = self._deferred > 0
-        size = _write_atomically(final, head, source, fsync=not deferred)
+        size = _write_atomically(final, head, source, fsync=not deferred, later=later if deferred else None)
         if deferred:
             with self._sync_lock:
                 self._unsynced.append(final)
                 self._unsynced_folders.add(final.parent)
-        # Only now is the file really there; a crash before this line just means a re-download.
+        # The file is complete under its final name now: the manifest line can wait for ``later``.
+        record = functools.partial(self._record, uid, final, size, header, sop_class_uid, transfer_syntax)
+        if later is None:
+            record()
+        else:
+            later(record)
+        return StoredInstance(
+            path=final,
+            sop_instance_uid=uid,
+            sop_class_uid=sop_class_uid,
+            transfer_syntax=transfer_syntax,
+            size_bytes=size,
+        )
+
+
+    def _record(self, uid: str, final: Path, size: int, header: Dataset, sop_class_uid: str,
+                transfer_syntax: str) -> None:
+        """The manifest line of a stored file (a crash before it just means a re-download)."""
         self._manifest.append(
             uid,
             final.relative_to(self._dest).as_posix(),
@@ -1155,13 +1197,6 @@ class StudyWriter:
             logger.debug("stored %s as %s (%d bytes)", uid, final, size)
         else:  # the path holds the patient's name: only with the user's opt-in (core.privacy)
             logger.debug("stored %s (%d bytes)", uid, size)
-        return StoredInstance(
-            path=final,
-            sop_instance_uid=uid,
-            sop_class_uid=sop_class_uid,
-            transfer_syntax=transfer_syntax,
-            size_bytes=size,
-        )
 
 
 def _header_uid(header: Dataset, keyword: str) -> str:

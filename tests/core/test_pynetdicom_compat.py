@@ -283,7 +283,7 @@ def test_lean_find_relies_on_send_c_find_calling_the_wrapper_on_the_instance() -
     assert "self.dimse.get_msg(block=True)" in inspect.getsource(Association._wrap_get_move_responses)
 
 
-@pytest.mark.parametrize("switch", ["all", "no_pump", "no_fast_pdus", "no_fast_store", "none"])
+@pytest.mark.parametrize("switch", ["all", "no_pump", "no_fast_pdus", "no_fast_store", "no_answer_first", "none"])
 def test_a_retrieve_stores_every_instance_identically_whatever_is_switched_on(
         switch: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo PACS (pynetdicom) sends a CT study with one RLE instance; every file must be the sample's
@@ -295,7 +295,7 @@ def test_a_retrieve_stores_every_instance_identically_whatever_is_switched_on(
     from pacspull.core.storage import StudyWriter
 
     off = {"all": (), "no_pump": ("pump",), "no_fast_pdus": ("fast_pdus",), "no_fast_store": ("fast_store",),
-           "none": ("event_driven", "recv_into", "quickack", "quiet_logging", "fast_store")}[switch]
+           "no_answer_first": ("answer_first",), "none": ("event_driven", "recv_into", "quickack", "quiet_logging", "fast_store")}[switch]
     for name in off:
         monkeypatch.setattr(compat.SETTINGS, name, False)
     monkeypatch.setattr(compat.SETTINGS, "spool_bytes", 20_000)  # some instances spool to a file too
@@ -313,6 +313,97 @@ def test_a_retrieve_stores_every_instance_identically_whatever_is_switched_on(
     for path in stored.values():
         source = sources[dcmread(path, stop_before_pixels=True).SOPInstanceUID]
         assert _data_set(path) == _data_set(source)
+
+
+def _get_scp(datasets: list[Any], answered: list[threading.Event]) -> Any:
+    """A pynetdicom C-GET SCP sending ``datasets``; ``answered[i]`` is set once it has the answer to the
+    i-th C-STORE (pynetdicom asks the generator for the next item only after that)."""
+    from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
+
+    def on_get(event: Any) -> Any:
+        yield len(datasets)
+        for index, ds in enumerate(datasets):
+            yield 0xFF00, ds
+            answered[index].set()
+
+    ae = AE(ae_title="GETSCP")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_supported_context(CTImageStorage, scu_role=True, scp_role=True)
+    return ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_GET, on_get)])
+
+
+@pytest.mark.parametrize("answer_first", [True, False])
+def test_a_retrieves_bookkeeping_runs_once_the_pacs_has_its_answer(
+        answer_first: bool, sample_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PACS sends the next instance only once it has our answer to this one; the manifest line and
+    the listener's calls for an instance run after that answer is sent (answer_first), while the PACS
+    prepares the next one. Switched off, they run before it. Either way the file is complete first."""
+    from pydicom import dcmread
+
+    from pacspull.core.get import Retrieval, RetrievalListener, RetrieveRequest
+    from pacspull.core.nodes import Node
+    from pacspull.core.storage import StudyWriter
+
+    monkeypatch.setattr(compat.SETTINGS, "answer_first", answer_first)
+    plain = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+    datasets = [ds for ds in map(dcmread, sample_files)
+                if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2" and ds.file_meta.TransferSyntaxUID in plain][:3]
+    assert len(datasets) == 3 and len({ds.StudyInstanceUID for ds in datasets}) == 1
+    answered = [threading.Event() for _ in datasets]
+    index = {str(ds.SOPInstanceUID): i for i, ds in enumerate(datasets)}
+    seen: list[tuple[str, bool, bool, bool]] = []
+    writer = StudyWriter(tmp_path / "out")
+
+    class Listener(RetrievalListener):
+        def instance_stored(self, outcome: Any, stored: Any) -> None:
+            uid = stored.sop_instance_uid
+            # Answered already, or (switched off) not: then the PACS is still waiting for it.
+            had_answer = answered[index[uid]].wait(3 if answer_first else 0.3)
+            seen.append((uid, had_answer, stored.path.is_file(), writer.already_have(uid) is not None))
+
+    server = _get_scp(datasets, answered)
+    try:
+        node = Node(name="scp", ae_title="GETSCP", host="127.0.0.1", port=server.server_address[1])
+        summary = Retrieval(node, [RetrieveRequest(str(datasets[0].StudyInstanceUID))], writer,
+                            listener=Listener()).run()
+    finally:
+        server.shutdown()
+    assert summary.ok and summary.total("completed") == 3, summary.to_json()
+    assert [uid for uid, *_ in seen] == [str(ds.SOPInstanceUID) for ds in datasets]
+    assert all(is_file and in_manifest for _, _, is_file, in_manifest in seen)
+    assert [had_answer for _, had_answer, _, _ in seen] == [answer_first] * 3
+
+
+def test_bookkeeping_that_fails_after_the_answer_is_logged_and_the_retrieve_goes_on(
+        sample_files: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A listener that raises after an instance was answered cannot change that answer: the error is
+    logged, every instance is still stored, counted and in the manifest."""
+    from pydicom import dcmread
+
+    from pacspull.core.get import Retrieval, RetrievalListener, RetrieveRequest
+    from pacspull.core.nodes import Node
+    from pacspull.core.storage import StudyWriter
+
+    plain = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+    datasets = [ds for ds in map(dcmread, sample_files)
+                if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2" and ds.file_meta.TransferSyntaxUID in plain][:2]
+
+    class Listener(RetrievalListener):
+        def instance_stored(self, outcome: Any, stored: Any) -> None:
+            raise RuntimeError("listener broke")
+
+    writer = StudyWriter(tmp_path / "out")
+    server = _get_scp(datasets, [threading.Event() for _ in datasets])
+    try:
+        node = Node(name="scp", ae_title="GETSCP", host="127.0.0.1", port=server.server_address[1])
+        summary = Retrieval(node, [RetrieveRequest(str(datasets[0].StudyInstanceUID))], writer,
+                            listener=Listener()).run()
+    finally:
+        server.shutdown()
+    assert summary.ok and summary.total("completed") == 2, summary.to_json()
+    assert all(writer.already_have(str(ds.SOPInstanceUID)) for ds in datasets)
+    errors = [r for r in caplog.records if r.getMessage() == "Error after answering a C-STORE"]
+    assert len(errors) == 2 and "listener broke" in str(errors[0].exc_info[1])
 
 
 def _data_set(path: Any) -> bytes:

@@ -891,6 +891,31 @@ def test_already_have_after_store_and_after_restart(writer: StudyWriter) -> None
     assert reopen(writer).already_have(UID) == stored.path
 
 
+def test_store_with_later_leaves_only_bookkeeping_for_later(writer: StudyWriter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a retrieve does: the file is complete under its final name when store returns; its manifest
+    line and (Linux) the write-back hint wait for ``later``, which runs them after the C-STORE answer."""
+    from pacspull.core import storage
+
+    hints: list[int] = []
+    real = storage._start_writeback
+    monkeypatch.setattr(storage, "_start_writeback", lambda fd, **kw: (hints.append(fd), real(fd, **kw)))
+    queued: list = []
+    with writer.deferred_sync():
+        stored = store_dataset(writer, make_dataset(), later=queued.append)
+        assert stored.path.is_file() and not list(stored.path.parent.glob(".*partial*"))
+        assert pydicom.dcmread(stored.path).SOPInstanceUID == UID
+        assert writer.already_have(UID) is None and not (writer.dest / storage.MANIFEST_NAME).exists()
+        assert hints == []
+        for work in queued:
+            work()
+        assert writer.already_have(UID) == stored.path
+        assert [r["uid"] for r in manifest_records(writer.dest)] == [UID]
+        assert len(hints) == (1 if storage._writeback() is not None else 0)
+        if hints:  # the descriptor kept for the hint is closed by it
+            with pytest.raises(OSError):
+                os.fstat(hints[0])
+
+
 def test_has_study_knows_studies_stored_here(writer: StudyWriter) -> None:
     assert not writer.has_study("1.2.3.100")
     store_dataset(writer, make_dataset())
