@@ -114,6 +114,8 @@ _PARTIAL_NAME: Final = re.compile(r"\..*\.partial-[0-9a-f]{8}", re.DOTALL)
 # A temp file untouched this long belongs to no live writer (one writes each file in one go, so its
 # modification time is at most seconds old while it is written): it is a killed writer's leftover.
 STALE_PARTIAL_SECONDS: Final = 15 * 60
+# The name a writer's spare temp file is made for (``StudyWriter._make_spare``): ".pacspull-next.partial-…".
+SPARE_NAME: Final = "pacspull-next"
 # A folder the layout names whose name is taken by something unusable (a symbolic link out of dest, a
 # dangling one, a file) is replaced by "<name>_2", "<name>_3", ... up to this many tries.
 _DIVERT_TRIES: Final = 20
@@ -825,28 +827,33 @@ def _temp_path(final: Path) -> Path:
     return final.with_name(f".{stem}{suffix}")
 
 
-def _write_atomically(final: Path, head: bytes, source: Source, *, fsync: bool = True,
-                      later: Later | None = None) -> int:
-    """Write ``head`` + ``source`` to ``final`` via a temp file and os.replace; return size.
-
-    With ``fsync`` the temp file reaches the disk before the rename. Without, the rename still makes
-    the complete file appear at once (a crash of this process never leaves a partial file under the
-    final name); only a power loss before the next ``StudyWriter.sync()`` can lose it. Then the
-    write-back hint (``_start_writeback``) goes to ``later`` if given.
-    """
+def _create_temp(final: Path) -> tuple[Path, int]:
+    """Create (O_EXCL, never through a link) and open a new temp file for ``final``."""
     folder = final.parent
     for _attempt in range(5):
         temp = _temp_path(final)
         try:
             # Mode 0o666 honours the umask, as a normal file would (mkstemp would force 0o600).
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
-            break
+            return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
         except FileExistsError:
             continue
         except OSError as exc:
             raise _storage_error(exc, folder) from exc
-    else:
-        raise StorageError(f"could not create a temporary file in {folder}", folder=folder)
+    raise StorageError(f"could not create a temporary file in {folder}", folder=folder)
+
+
+def _write_atomically(final: Path, head: bytes, source: Source, *, fsync: bool = True,
+                      later: Later | None = None, temp: tuple[Path, int] | None = None) -> int:
+    """Write ``head`` + ``source`` to ``final`` via a temp file and os.replace; return size.
+
+    With ``fsync`` the temp file reaches the disk before the rename. Without, the rename still makes
+    the complete file appear at once (a crash of this process never leaves a partial file under the
+    final name); only a power loss before the next ``StudyWriter.sync()`` can lose it. Then the
+    write-back hint (``_start_writeback``) goes to ``later`` if given. ``temp``: an empty temp file
+    in ``final``'s folder, already created and open (a writer's spare), instead of a new one.
+    """
+    folder = final.parent
+    temp, fd = temp or _create_temp(final)
     kept = None  # a second descriptor for the write-back hint, given to ``later``
     try:
         try:
@@ -898,6 +905,14 @@ def _libc_syncfs() -> Callable[[int], int] | None:
 def _writeback() -> Callable[..., int] | None:
     """Linux's sync_file_range(2), or None."""
     return _linux_libc("sync_file_range", "c_int", "c_longlong", "c_longlong", "c_uint")
+
+
+def _discard_temp(temp: Path, fd: int) -> None:
+    """Close and remove a temp file nothing was written to."""
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(temp)
 
 
 def _start_writeback(fd: int, *, close: bool = False) -> None:
@@ -959,10 +974,13 @@ class StudyWriter:
     and whose modification time is more than ``STALE_PARTIAL_SECONDS`` (15 minutes) old. A live writer,
     in this process or another, writes each file in one go, so its temp file is only seconds old: the
     age is the whole "is anyone still writing this" test, with no lock files or PIDs to go stale or to
-    mislead on a network share. Files of other programs and other names are never touched.
+    mislead on a network share. Files of other programs and other names are never touched. (The one
+    temp file made ahead during a retrieve, ``.pacspull-next.partial-…``, for the next instance of the
+    same folder, is used within ``_SPARE_SECONDS`` or removed, and at the latest when the retrieve ends.)
     """
 
     _FOLDER_CACHE = 4096  # prepared folders remembered (a study has a handful)
+    _SPARE_SECONDS = 60.0  # a spare temp file older than this is not used (far from the stale-file sweep)
 
     def __init__(self, dest: Path, *, layout: str = DEFAULT_LAYOUT) -> None:
         """Check ``layout``, create ``dest`` if needed and load its manifest."""
@@ -977,6 +995,9 @@ class StudyWriter:
         # Layout folder -> the folder really used (see the class doc), created, checked to stay inside
         # dest and swept of stale temp files once; checked again once the cache is full.
         self._folder_for: dict[Path, Path] = {}
+        # (folder, path, descriptor, monotonic time made): a temp file made while the PACS prepared the
+        # next instance (``later``), which store uses if that instance goes to the same folder.
+        self._spare: tuple[Path, Path, int, float] | None = None
         self.keywords: frozenset[str] = frozenset(
             part.keyword for component in self._components for part in component if isinstance(part, _Field)
         ) | {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"}
@@ -992,7 +1013,36 @@ class StudyWriter:
         finally:
             self._deferred -= 1
             if not self._deferred:
+                self.discard_spare()
                 self.sync()
+
+    def _take_spare(self, folder: Path) -> tuple[Path, int] | None:
+        """The spare temp file, if it is in ``folder`` and fresh; any other is removed."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        spare_folder, temp, fd, made = spare
+        if spare_folder == folder and time.monotonic() - made < self._SPARE_SECONDS:
+            return temp, fd
+        _discard_temp(temp, fd)
+        return None
+
+    def _make_spare(self, folder: Path) -> None:
+        """Create the temp file the next instance will probably need (same folder), off the critical
+        path: ``store`` hands this to ``later``. A failure only means the next store creates its own."""
+        if self._spare is not None:
+            return
+        try:
+            temp, fd = _create_temp(folder / SPARE_NAME)
+        except (OSError, StorageError):
+            return
+        self._spare = (folder, temp, fd, time.monotonic())
+
+    def discard_spare(self) -> None:
+        """Remove the spare temp file, if any (the end of a retrieve: ``deferred_sync`` does it)."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            _discard_temp(spare[1], spare[2])
 
     @property
     def unsynced(self) -> int:
@@ -1160,7 +1210,10 @@ class StudyWriter:
         head = _file_meta(sop_class_uid, uid, transfer_syntax, source_ae_title)
         final = self._prepared_path(header, uid)
         deferred = self._deferred > 0
-        size = _write_atomically(final, head, source, fsync=not deferred, later=later if deferred else None)
+        later = later if deferred else None
+        hints: list[Callable[[], None]] = []
+        size = _write_atomically(final, head, source, fsync=not deferred, later=hints.append if later else None,
+                                 temp=self._take_spare(final.parent) if later else None)
         if deferred:
             with self._sync_lock:
                 self._unsynced.append(final)
@@ -1170,7 +1223,11 @@ class StudyWriter:
         if later is None:
             record()
         else:
+            # The next instance's temp file first: made after the write-back hint, it waits on the disk.
+            later(functools.partial(self._make_spare, final.parent))
             later(record)
+            for hint in hints:
+                later(hint)
         return StoredInstance(
             path=final,
             sop_instance_uid=uid,

@@ -916,6 +916,54 @@ def test_store_with_later_leaves_only_bookkeeping_for_later(writer: StudyWriter,
                 os.fstat(hints[0])
 
 
+def test_a_retrieve_writes_into_the_temp_file_made_while_the_pacs_prepared_the_next(
+        writer: StudyWriter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temp file the next instance needs is made after this one's answer (``later``): the next store
+    in the same folder renames that very file into place. One in another folder, or too old, is removed
+    and a fresh one made; none is left when the retrieve ends."""
+    def spares(folder: Path) -> list[Path]:
+        return sorted(folder.glob(".pacspull-next.partial-*"))
+
+    with writer.deferred_sync():
+        queued: list = []
+        first = store_dataset(writer, make_dataset("1.2.3.1"), later=queued.append)
+        folder = first.path.parent
+        assert spares(folder) == []
+        for work in queued:
+            work()
+        [spare] = spares(folder)
+        inode = spare.stat().st_ino
+        queued.clear()
+        second = store_dataset(writer, make_dataset("1.2.3.2"), later=queued.append)
+        assert second.path.stat().st_ino == inode and spares(folder) == []  # that file, renamed
+        assert pydicom.dcmread(second.path).SOPInstanceUID == "1.2.3.2"
+        for work in queued:
+            work()
+        [old] = spares(folder)
+        # The next instance goes to another series' folder: that spare is no use there.
+        queued.clear()
+        other = store_dataset(writer, make_dataset("1.2.3.3", SeriesNumber=4, SeriesInstanceUID="1.2.3.100.2"),
+                              later=queued.append)
+        assert other.path.parent != folder and not old.exists()
+        for work in queued:
+            work()
+        [kept] = spares(other.path.parent)
+        # Too old to trust (the stale-file sweep of another writer could be near): not used, removed.
+        monkeypatch.setattr(StudyWriter, "_SPARE_SECONDS", 0.0)
+        created: list[str] = []
+        real_create = storage._create_temp
+        monkeypatch.setattr(storage, "_create_temp", lambda final: (created.append(final.name), real_create(final))[1])
+        queued.clear()
+        last = store_dataset(writer, make_dataset("1.2.3.4", SeriesNumber=4, SeriesInstanceUID="1.2.3.100.2"),
+                             later=queued.append)
+        assert not kept.exists() and created == [last.path.name]  # a temp file of its own
+        for work in queued:
+            work()
+        assert len(spares(last.path.parent)) == 1
+    assert list(writer.dest.rglob("*partial*")) == []  # the block's end removed the last spare
+    assert {r["uid"] for r in manifest_records(writer.dest)} == {"1.2.3.1", "1.2.3.2", "1.2.3.3", "1.2.3.4"}
+
+
 def test_has_study_knows_studies_stored_here(writer: StudyWriter) -> None:
     assert not writer.has_study("1.2.3.100")
     store_dataset(writer, make_dataset())
