@@ -29,6 +29,10 @@ and calls the same ``RetrievalListener`` methods, on the thread that called ``ru
 * the log: the child follows our loggers' levels and the patient-identifier switch (core.privacy),
   sent with the job and again whenever they change, and sends its records here; a crash's traceback
   is logged here in full;
+* a stuck child (stopped, hung in native code) is killed (``_Watchdog``): one silent for
+  ``SILENCE_SECONDS`` (its heartbeat comes from a thread of its own, whatever the network does), or
+  still running ``cancel_grace`` + ``CANCEL_MARGIN_SECONDS`` after a cancel, which a stuck child never
+  reads. The retrieve then ends in an error that says so; what was stored stays;
 * signals: the child ignores SIGINT (Ctrl+C in the window's terminal is the window's to handle: it
   cancels) and takes SIGTERM as a cancel;
 * the node's secret, if it needs one, is read here (the keyring, or one lent for this run) and handed
@@ -83,6 +87,12 @@ CHILD_FLAG = "--pacspull-retrieve-process"
 # cores, a viewer rendering) the scheduler then lets the GUI thread run first, and the retrieve is no
 # slower for it (measured: benchmarks/FINDINGS.md, "The window").
 CHILD_NICENESS = 10  # launch_gui.py spells it out too (it runs before any import; a test keeps them equal)
+# A child that sends nothing this long, not even its heartbeat (sent by a thread of its own whatever the
+# network does), is stuck (stopped, hung in native code): it is killed and the retrieve ends in an error.
+SILENCE_SECONDS = 30.0
+# After a cancel, the child has the C-CANCEL's grace (RetrieveOptions.cancel_grace) plus this long to
+# end; one that does not (stuck, so the cancel never reached it) is killed.
+CANCEL_MARGIN_SECONDS = 5.0
 _WINDOWS_FLAGS = getattr(subprocess, "CREATE_NO_WINDOW", 0) | getattr(subprocess, "BELOW_NORMAL_PRIORITY_CLASS", 0)
 _LOGGER_PREFIXES = ("pacspull", "pynetdicom")
 
@@ -161,18 +171,23 @@ class IsolatedRetrieval:
         self.pid = child.pid
         assert child.stdin is not None and child.stdout is not None
         summary: RetrievalSummary | None = None
+        watchdog = _Watchdog(child, self.cancel, self.options.cancel_grace + CANCEL_MARGIN_SECONDS)
         try:
             try:
                 _write_frame(child.stdin, job)
             except OSError:  # it died before it read the job (EPIPE; EINVAL on Windows)
                 pass
             else:
-                summary = self._relay(child.stdout, child.stdin, settings)
+                summary = self._relay(child.stdout, child.stdin, settings, watchdog)
         finally:
+            watchdog.stop()
             # Closing its stdin is "cancel" to a child still running (the listener raised): give it the
             # time a C-CANCEL may take before killing it. One that reported only has to exit.
             self._close(child, grace=5.0 if summary is not None else self.options.cancel_grace + 5.0)
         if summary is None:
+            if watchdog.killed_because:
+                raise ChildProcessError(f"the retrieve process {watchdog.killed_because}, so it was stopped",
+                                        hint="instances stored before it stopped are kept")
             raise self._ended(child)
         return summary
 
@@ -195,8 +210,8 @@ class IsolatedRetrieval:
         return ChildProcessError(f"the retrieve process ended without reporting (exit code {child.returncode})",
                                  hint="instances stored before it ended are kept; the log may say more")
 
-    def _relay(self, events: IO[bytes], control: IO[bytes],
-               settings: tuple[dict[str, int], bool]) -> RetrievalSummary | None:
+    def _relay(self, events: IO[bytes], control: IO[bytes], settings: tuple[dict[str, int], bool],
+               watchdog: _Watchdog) -> RetrievalSummary | None:
         """Read the child's batches (at least one every ``HEARTBEAT_SECONDS``), pass on cancel and any
         change of the log ``settings`` the job carried; the summary, or None if its output ended
         without one."""
@@ -206,6 +221,7 @@ class IsolatedRetrieval:
             batch = _read_frame(events)
             if batch is None:
                 return None
+            watchdog.heard()
             summary = None
             for event in batch:
                 summary = self._dispatch(event, outcomes) or summary  # log records after "done" too
@@ -251,6 +267,45 @@ class IsolatedRetrieval:
             raise ChildProcessError(f"the retrieve process failed: {event[1].strip().splitlines()[-1]}",
                                     hint="details are in the log")
         return None
+
+
+class _Watchdog:
+    """Kills a child that is stuck: silent for ``SILENCE_SECONDS`` (its heartbeat stopped), or still
+    running ``cancel_limit`` seconds after a cancel (which a stuck child never reads). The blocked read
+    of its events then ends, and ``killed_because`` says why."""
+
+    def __init__(self, child: subprocess.Popen[bytes], cancel: CancelToken, cancel_limit: float) -> None:
+        self.child = child
+        self.cancel = cancel
+        self.cancel_limit = cancel_limit
+        self.killed_because = ""
+        self._last = time.monotonic()
+        self._stopped = threading.Event()
+        threading.Thread(target=self._watch, name="pacspull-child-watchdog", daemon=True).start()
+
+    def heard(self) -> None:
+        self._last = time.monotonic()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _watch(self) -> None:
+        cancelled_at: float | None = None
+        while not self._stopped.wait(min(0.5, SILENCE_SECONDS / 4)):
+            now = time.monotonic()
+            if cancelled_at is None and self.cancel.cancelled:
+                cancelled_at = now
+            if now - self._last > SILENCE_SECONDS:
+                why = f"sent nothing for {SILENCE_SECONDS:g} s, not even its heartbeat"
+            elif cancelled_at is not None and now - cancelled_at > self.cancel_limit:
+                why = f"was still running {self.cancel_limit:g} s after the cancel"
+            else:
+                continue
+            if self.child.poll() is None and not self._stopped.is_set():
+                LOG.warning("The retrieve process %s %s; killing it", self.child.pid, why)
+                self.killed_because = why
+                self.child.kill()
+            return
 
 
 def _start_child() -> subprocess.Popen[bytes]:

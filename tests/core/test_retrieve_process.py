@@ -180,6 +180,43 @@ def test_a_killed_child_is_an_error_and_its_files_stay(demo_pacs: DemoPacs, samp
     assert set(recorder.stored()) <= set(kept) and 2 <= len(kept) < ct.number_of_instances
 
 
+@pytest.mark.parametrize("how", ["silent", "deaf to the cancel"])
+def test_a_stuck_child_is_killed_and_its_files_stay(how: str, demo_pacs: DemoPacs, sample_metadata: Any,
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child that stops (here SIGSTOP: no heartbeat, no reading of its stdin) is killed when its silence
+    outlasts SILENCE_SECONDS, or when a cancel has had its grace and it still runs: the window's transfer
+    ends in a clear error instead of waiting for ever, and what was stored stays."""
+    from pacspull.core import retrieve_process
+
+    if how == "silent":
+        monkeypatch.setattr(retrieve_process, "SILENCE_SECONDS", 1.0)
+    else:
+        monkeypatch.setattr(retrieve_process, "CANCEL_MARGIN_SECONDS", 0.5)
+    demo_pacs.faults = Faults(delay_per_instance=0.1)
+    ct = max(sample_metadata, key=lambda s: s.number_of_instances)
+    recorder, cancel = Recorder(), CancelToken()
+    retrieval = IsolatedRetrieval(node_of(demo_pacs), [RetrieveRequest(ct.study_instance_uid)], tmp_path,
+                                  layout=LAYOUT, listener=recorder, cancel=cancel,
+                                  options=RetrieveOptions(cancel_grace=0.5))
+
+    def on_stored(count: int) -> None:
+        if count == 2:
+            os.kill(retrieval.pid, signal.SIGSTOP)
+            if how != "silent":
+                cancel.cancel()
+
+    recorder.on_stored = on_stored
+    start = time.monotonic()
+    with pytest.raises(ChildProcessError) as caught:
+        retrieval.run()
+    assert time.monotonic() - start < 15
+    expected = "sent nothing for 1 s" if how == "silent" else "was still running 1 s after the cancel"
+    assert expected in caught.value.message and "kept" in (caught.value.hint or "")
+    assert _gone(retrieval.pid)
+    kept = files_in(tmp_path)
+    assert set(recorder.stored()) <= set(kept) and 2 <= len(kept) < ct.number_of_instances
+
+
 def test_the_child_cancels_when_the_parent_is_gone(demo_pacs: DemoPacs, sample_metadata: Any,
                                                     tmp_path: Path) -> None:
     """The real child, driven by hand: its stdin closing (what the parent's death does) cancels it; it
