@@ -237,6 +237,8 @@ class MainWindow(QMainWindow):
             text = f"{summary.count:,} {'study' if summary.count == 1 else 'studies'}{where} in {seconds(summary.seconds)}"
         self.statusBar().showMessage(text)
         self.results.show_summary(summary)
+        if summary.count:
+            self.retrieve.warm_up()
 
     def _search_failed(self, message: str, hint: str) -> None:
         self.statusBar().showMessage("Search failed")

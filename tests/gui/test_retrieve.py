@@ -245,11 +245,14 @@ def test_the_engine_runs_in_a_process_of_its_own(qtbot, make_window, own_pacs, c
     workers = []
     window.retrieve.workerStarted.connect(workers.append)
     _search(qtbot, window)
+    # Studies found: a retrieve process starts now (Python and imports), before anyone clicks Retrieve.
+    warm = SPARES.pid
+    assert warm is not None and _alive(warm)
     with qtbot.waitSignal(window.retrieve.queueFinished, timeout=TIMEOUT_MS):
         _retrieve(qtbot, window, "CT Abdomen")
         qtbot.waitUntil(lambda: window.transfers.rows()[0].completed >= 2, timeout=TIMEOUT_MS)
         pid = workers[0].child_pid
-        assert pid is not None and pid != os.getpid() and _alive(pid)
+        assert pid == warm and pid != os.getpid() and _alive(pid)
         assert not _client_threads()
     assert window.transfers.rows()[0].state is TransferState.DONE
     assert sorted(counter.stored) == sorted(files_on_disk(_destination())) == sorted(_sample("CT Abdomen").instance_uids)
