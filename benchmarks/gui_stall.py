@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study-uid", metavar="UID", help="the study to retrieve from --pacs")
     parser.add_argument("--engine-in-window", action="store_true",
                         help="run the retrieve engine in the window's process (a QThread), not in its child process")
+    parser.add_argument("--think", type=float, default=0.0, metavar="S",
+                        help="seconds between the search's results and the click on Retrieve, as a user takes "
+                             "them (default 0; the window starts a retrieve process when studies are found)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE as JSON")
     args = parser.parse_args(argv)
     if bool(args.pacs) != bool(args.study_uid):
@@ -178,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="pacspull-stall-"))
     os.environ["PACSPULL_CONFIG_DIR"] = str(work / "config")
     os.environ["PACSPULL_DATA_DIR"] = str(work / "data")
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from pacspull.core.demo_pacs import DemoPacs
@@ -233,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         started = [0.0]
 
         def go(_summary: object) -> None:
+            if args.think > 0:
+                QTimer.singleShot(int(args.think * 1000), click)
+            else:
+                click()
+
+        def click() -> None:
             refreshes.clear()
             table_paints.count = 0
             started[0] = time.perf_counter()
