@@ -93,6 +93,7 @@ SILENCE_SECONDS = 30.0
 # After a cancel, the child has the C-CANCEL's grace (RetrieveOptions.cancel_grace) plus this long to
 # end; one that does not (stuck, so the cancel never reached it) is killed.
 CANCEL_MARGIN_SECONDS = 5.0
+_clock = time.monotonic  # the watchdog's clock (a test moves it)
 _WINDOWS_FLAGS = getattr(subprocess, "CREATE_NO_WINDOW", 0) | getattr(subprocess, "BELOW_NORMAL_PRIORITY_CLASS", 0)
 _LOGGER_PREFIXES = ("pacspull", "pynetdicom")
 
@@ -279,20 +280,29 @@ class _Watchdog:
         self.cancel = cancel
         self.cancel_limit = cancel_limit
         self.killed_because = ""
-        self._last = time.monotonic()
+        self._last = _clock()
         self._stopped = threading.Event()
         threading.Thread(target=self._watch, name="pacspull-child-watchdog", daemon=True).start()
 
     def heard(self) -> None:
-        self._last = time.monotonic()
+        self._last = _clock()
 
     def stop(self) -> None:
         self._stopped.set()
 
     def _watch(self) -> None:
         cancelled_at: float | None = None
-        while not self._stopped.wait(min(0.5, SILENCE_SECONDS / 4)):
-            now = time.monotonic()
+        step = min(0.5, SILENCE_SECONDS / 4)
+        checked = _clock()
+        while not self._stopped.wait(step):
+            now = _clock()
+            if now - checked > step + 5.0:
+                # We did not run for seconds (the computer slept, or the whole system stalled): the
+                # child did not either, so its silence meanwhile says nothing.
+                self._last = now
+                if cancelled_at is not None:
+                    cancelled_at = now
+            checked = now
             if cancelled_at is None and self.cancel.cancelled:
                 cancelled_at = now
             if now - self._last > SILENCE_SECONDS:

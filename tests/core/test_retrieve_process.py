@@ -217,6 +217,32 @@ def test_a_stuck_child_is_killed_and_its_files_stay(how: str, demo_pacs: DemoPac
     assert set(recorder.stored()) <= set(kept) and 2 <= len(kept) < ct.number_of_instances
 
 
+def test_the_watchdog_does_not_count_a_sleep_of_the_computer_as_silence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a suspend (the clock jumps while nothing ran) the child gets a fresh SILENCE_SECONDS: killing it
+    then would end a healthy retrieve. Silence in time the watchdog was awake for still kills."""
+    from pacspull.core import retrieve_process
+
+    monkeypatch.setattr(retrieve_process, "SILENCE_SECONDS", 1.0)
+    offset = [0.0]
+    monkeypatch.setattr(retrieve_process, "_clock", lambda: time.monotonic() + offset[0])
+    killed: list[float] = []
+    child = SimpleNamespace(pid=0, poll=lambda: None, kill=lambda: killed.append(time.monotonic()))
+    watchdog = retrieve_process._Watchdog(child, CancelToken(), cancel_limit=60.0)  # type: ignore[arg-type]
+    try:
+        time.sleep(0.6)
+        offset[0] += 3600.0  # an hour asleep, between two of its looks
+        jumped = time.monotonic()
+        time.sleep(0.7)
+        assert killed == [], "killed right after the computer woke up"
+        deadline = time.monotonic() + 5
+        while not killed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert killed and killed[0] - jumped >= 0.9  # a full second of real silence after waking
+        assert "sent nothing for 1 s" in watchdog.killed_because
+    finally:
+        watchdog.stop()
+
+
 def test_the_child_cancels_when_the_parent_is_gone(demo_pacs: DemoPacs, sample_metadata: Any,
                                                     tmp_path: Path) -> None:
     """The real child, driven by hand: its stdin closing (what the parent's death does) cancels it; it
