@@ -516,11 +516,16 @@ class _StoreResponder:
         try:
             self._answer(context.context_id, request, status_code(status))
         finally:
-            for work in deferred or ():
+            stop: BaseException | None = None
+            for work in deferred or ():  # all of it, whatever happens (each piece may hold a descriptor)
                 try:
                     work()
                 except Exception:  # noqa: BLE001 - the answer is out; a failure here is only logged
                     logging.getLogger("pacspull").exception("Error after answering a C-STORE")
+                except BaseException as exc:  # noqa: BLE001 - re-raised once the rest has run
+                    stop = stop or exc
+            if stop is not None:
+                raise stop
         return None
 
     def later(self, work: Callable[[], None]) -> None:

@@ -30,9 +30,10 @@ and calls the same ``RetrievalListener`` methods, on the thread that called ``ru
   sent with the job and again whenever they change, and sends its records here; a crash's traceback
   is logged here in full;
 * a stuck child (stopped, hung in native code) is killed (``_Watchdog``): one silent for
-  ``SILENCE_SECONDS`` (its heartbeat comes from a thread of its own, whatever the network does), or
-  still running ``cancel_grace`` + ``CANCEL_MARGIN_SECONDS`` after a cancel, which a stuck child never
-  reads. The retrieve then ends in an error that says so; what was stored stays;
+  ``SILENCE_SECONDS`` (its heartbeat comes from a thread of its own, whatever the network does), or for
+  ``CANCELLED_SILENCE_SECONDS`` once the user cancelled (a stuck child never reads the cancel). A child
+  that still sends its heartbeat is never killed. The retrieve then ends in an error that says so; what
+  was stored stays;
 * signals: the child ignores SIGINT (Ctrl+C in the window's terminal is the window's to handle: it
   cancels) and takes SIGTERM as a cancel;
 * the node's secret, if it needs one, is read here (the keyring, or one lent for this run) and handed
@@ -90,9 +91,12 @@ CHILD_NICENESS = 10  # launch_gui.py spells it out too (it runs before any impor
 # A child that sends nothing this long, not even its heartbeat (sent by a thread of its own whatever the
 # network does), is stuck (stopped, hung in native code): it is killed and the retrieve ends in an error.
 SILENCE_SECONDS = 30.0
-# After a cancel, the child has the C-CANCEL's grace (RetrieveOptions.cancel_grace) plus this long to
-# end; one that does not (stuck, so the cancel never reached it) is killed.
-CANCEL_MARGIN_SECONDS = 5.0
+# Before its first frame a fresh child starts Python and imports at low priority (a cold frozen start on
+# a busy machine, an antivirus scanning it): it gets this long.
+START_SILENCE_SECONDS = 120.0
+# After a cancel the user is waiting: a child silent this long then is stuck (and never read the cancel).
+# One that still sends its heartbeat is alive, however long its C-CANCEL, release or flush take.
+CANCELLED_SILENCE_SECONDS = 5.0
 _clock = time.monotonic  # the watchdog's clock (a test moves it)
 _WINDOWS_FLAGS = getattr(subprocess, "CREATE_NO_WINDOW", 0) | getattr(subprocess, "BELOW_NORMAL_PRIORITY_CLASS", 0)
 _LOGGER_PREFIXES = ("pacspull", "pynetdicom")
@@ -172,7 +176,7 @@ class IsolatedRetrieval:
         self.pid = child.pid
         assert child.stdin is not None and child.stdout is not None
         summary: RetrievalSummary | None = None
-        watchdog = _Watchdog(child, self.cancel, self.options.cancel_grace + CANCEL_MARGIN_SECONDS)
+        watchdog = _Watchdog(child, self.cancel)
         try:
             try:
                 _write_frame(child.stdin, job)
@@ -226,6 +230,7 @@ class IsolatedRetrieval:
             summary = None
             for event in batch:
                 summary = self._dispatch(event, outcomes) or summary  # log records after "done" too
+            watchdog.heard()  # (again: the time our listener took is not the child's silence)
             if summary is not None:
                 self.listener.finished(summary)
                 return summary
@@ -271,47 +276,53 @@ class IsolatedRetrieval:
 
 
 class _Watchdog:
-    """Kills a child that is stuck: silent for ``SILENCE_SECONDS`` (its heartbeat stopped), or still
-    running ``cancel_limit`` seconds after a cancel (which a stuck child never reads). The blocked read
-    of its events then ends, and ``killed_because`` says why."""
+    """Kills a child that is stuck: silent (no frame, not even its heartbeat) for ``SILENCE_SECONDS``
+    (``START_SILENCE_SECONDS`` before its first frame, ``CANCELLED_SILENCE_SECONDS`` once cancelled). The
+    blocked read of its events then ends, and ``killed_because`` says why. Time in which the watchdog
+    itself did not run (the computer slept) does not count."""
 
-    def __init__(self, child: subprocess.Popen[bytes], cancel: CancelToken, cancel_limit: float) -> None:
+    def __init__(self, child: subprocess.Popen[bytes], cancel: CancelToken) -> None:
         self.child = child
         self.cancel = cancel
-        self.cancel_limit = cancel_limit
         self.killed_because = ""
         self._last = _clock()
+        self._started = False  # a first frame arrived
         self._stopped = threading.Event()
         threading.Thread(target=self._watch, name="pacspull-child-watchdog", daemon=True).start()
 
     def heard(self) -> None:
         self._last = _clock()
+        self._started = True
 
     def stop(self) -> None:
         self._stopped.set()
 
+    def _limit(self) -> tuple[float, str]:
+        if self.cancel.cancelled:
+            return min(CANCELLED_SILENCE_SECONDS, SILENCE_SECONDS), " after the cancel"
+        if not self._started:
+            return max(START_SILENCE_SECONDS, SILENCE_SECONDS), " since it started"
+        return SILENCE_SECONDS, ""
+
     def _watch(self) -> None:
-        cancelled_at: float | None = None
-        step = min(0.5, SILENCE_SECONDS / 4)
+        step = min(0.5, SILENCE_SECONDS / 4, CANCELLED_SILENCE_SECONDS / 4)
         checked = _clock()
+        was_cancelled = False
         while not self._stopped.wait(step):
             now = _clock()
             if now - checked > step + 5.0:
                 # We did not run for seconds (the computer slept, or the whole system stalled): the
                 # child did not either, so its silence meanwhile says nothing.
                 self._last = now
-                if cancelled_at is not None:
-                    cancelled_at = now
             checked = now
-            if cancelled_at is None and self.cancel.cancelled:
-                cancelled_at = now
-            if now - self._last > SILENCE_SECONDS:
-                why = f"sent nothing for {SILENCE_SECONDS:g} s, not even its heartbeat"
-            elif cancelled_at is not None and now - cancelled_at > self.cancel_limit:
-                why = f"was still running {self.cancel_limit:g} s after the cancel"
-            else:
+            if self.cancel.cancelled and not was_cancelled:
+                was_cancelled = True
+                self._last = max(self._last, now - 0.5)  # the cancel reaches it with its next frame
+            limit, when = self._limit()
+            if now - self._last <= limit:
                 continue
             if self.child.poll() is None and not self._stopped.is_set():
+                why = f"sent nothing for {limit:g} s{when}, not even its heartbeat"
                 LOG.warning("The retrieve process %s %s; killing it", self.child.pid, why)
                 self.killed_because = why
                 self.child.kill()
@@ -338,6 +349,8 @@ class _Spares:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
+        self._starting = False
+        self._discards = 0  # a start that began before a discard does not become the spare
 
     def take(self) -> subprocess.Popen[bytes] | None:
         """The spare if it is still alive (it is then no longer the spare), else None."""
@@ -348,22 +361,43 @@ class _Spares:
         return None
 
     def prestart(self) -> None:
-        """Start a spare unless one is waiting; a failure only means the next retrieve starts its own."""
+        """Start a spare unless one is waiting or starting; a failure only means the next retrieve starts
+        its own. The process starts outside the lock (a slow CreateProcess delays no ``take``)."""
         with self._lock:
-            if self._child is not None and self._child.poll() is None:
+            if self._starting or (self._child is not None and self._child.poll() is None):
                 return
-            try:
-                self._child = _start_child()
-            except ChildProcessError as exc:
-                LOG.warning("%s", exc)
+            self._starting, discards = True, self._discards
+        child = None
+        try:
+            child = _start_child()
+        except ChildProcessError as exc:
+            LOG.warning("%s", exc)
+        finally:
+            with self._lock:
+                self._starting = False
+                if child is not None and discards == self._discards and self._child is None:
+                    self._child, child = child, None
+        if child is not None:  # discarded while it started, or another one is waiting
+            self._let_go(child)
+
+    def prestart_in_background(self) -> None:
+        """``prestart`` on a thread of its own (the caller is the GUI thread)."""
+        threading.Thread(target=self.prestart, name="pacspull-spare-start", daemon=True).start()
 
     def discard(self) -> None:
-        """Let the waiting spare go (the queue is idle, or the window closes). Never blocks: the spare
-        exits once it reads the end of its stdin, and a thread of its own collects it."""
+        """Let the waiting spare go (the queue is idle, or the window closes), and any being started.
+        Never blocks: the spare exits once it reads the end of its stdin, and a thread of its own collects
+        it."""
+        with self._lock:
+            self._discards += 1
         child = self.take()
         if child is not None:
-            threading.Thread(target=IsolatedRetrieval._close, args=(child, 10.0), name="pacspull-spare-exit",
-                             daemon=True).start()
+            self._let_go(child)
+
+    @staticmethod
+    def _let_go(child: subprocess.Popen[bytes]) -> None:
+        threading.Thread(target=IsolatedRetrieval._close, args=(child, 10.0), name="pacspull-spare-exit",
+                         daemon=True).start()
 
     @property
     def pid(self) -> int | None:

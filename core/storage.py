@@ -1017,20 +1017,26 @@ class StudyWriter:
                 self.sync()
 
     def _take_spare(self, folder: Path) -> tuple[Path, int] | None:
-        """The spare temp file, if it is in ``folder`` and fresh; any other is removed."""
-        spare, self._spare = self._spare, None
-        if spare is None:
+        """The spare temp file, if it is in ``folder`` and fresh. One in another folder stays where it
+        is (``_make_spare`` replaces it after the answer: no removal delays it); a stale one is removed."""
+        spare = self._spare
+        if spare is None or spare[0] != folder:
             return None
-        spare_folder, temp, fd, made = spare
-        if spare_folder == folder and time.monotonic() - made < self._SPARE_SECONDS:
+        self._spare = None
+        _spare_folder, temp, fd, made = spare
+        if time.monotonic() - made < self._SPARE_SECONDS:
             return temp, fd
         _discard_temp(temp, fd)
         return None
 
     def _make_spare(self, folder: Path) -> None:
         """Create the temp file the next instance will probably need (same folder), off the critical
-        path: ``store`` hands this to ``later``. A failure only means the next store creates its own."""
-        if self._spare is not None:
+        path: ``store`` hands this to ``later``. A failure only means the next store creates its own.
+        Only inside ``deferred_sync``, whose end removes it."""
+        if self._spare is not None and self._spare[0] == folder:
+            return
+        self.discard_spare()  # one for another folder: the instances moved on
+        if not self._deferred:
             return
         try:
             temp, fd = _create_temp(folder / SPARE_NAME)

@@ -237,7 +237,7 @@ class MainWindow(QMainWindow):
             text = f"{summary.count:,} {'study' if summary.count == 1 else 'studies'}{where} in {seconds(summary.seconds)}"
         self.statusBar().showMessage(text)
         self.results.show_summary(summary)
-        if summary.count:
+        if summary.count and not summary.cancelled:
             self.retrieve.warm_up()
 
     def _search_failed(self, message: str, hint: str) -> None:

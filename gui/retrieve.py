@@ -125,6 +125,7 @@ class RetrieveQueue(QObject):
         self._generation = 0
         self._runs: dict[int, _Run] = {}  # by generation
         self._finished_since_idle: list[TransferId] = []
+        self._closed = False  # shutdown() ran: no more processes started ahead
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self.refresh)
@@ -218,11 +219,12 @@ class RetrieveQueue(QObject):
         """A retrieve is likely soon (a search found studies): start a retrieve process now, so that the
         first transfer does not wait ~0.3 s for Python and its imports. It waits, idle, until a transfer
         takes it or the window closes."""
-        if getattr(self.worker_class, "isolated", False) and not self.active:
-            SPARES.prestart()
+        if getattr(self.worker_class, "isolated", False) and not self.active and not self._closed:
+            SPARES.prestart_in_background()  # (starting a process can take a while on Windows)
 
     def shutdown(self) -> None:
         """Cancel everything and stop refreshing (the window is closing; the runner waits for the threads)."""
+        self._closed = True
         self.cancel_all()
         self._timer.stop()
         SPARES.discard()

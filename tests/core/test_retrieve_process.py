@@ -191,7 +191,7 @@ def test_a_stuck_child_is_killed_and_its_files_stay(how: str, demo_pacs: DemoPac
     if how == "silent":
         monkeypatch.setattr(retrieve_process, "SILENCE_SECONDS", 1.0)
     else:
-        monkeypatch.setattr(retrieve_process, "CANCEL_MARGIN_SECONDS", 0.5)
+        monkeypatch.setattr(retrieve_process, "CANCELLED_SILENCE_SECONDS", 0.5)
     demo_pacs.faults = Faults(delay_per_instance=0.1)
     ct = max(sample_metadata, key=lambda s: s.number_of_instances)
     recorder, cancel = Recorder(), CancelToken()
@@ -210,11 +210,51 @@ def test_a_stuck_child_is_killed_and_its_files_stay(how: str, demo_pacs: DemoPac
     with pytest.raises(ChildProcessError) as caught:
         retrieval.run()
     assert time.monotonic() - start < 15
-    expected = "sent nothing for 1 s" if how == "silent" else "was still running 1 s after the cancel"
+    expected = "sent nothing for 1 s, not" if how == "silent" else "sent nothing for 0.5 s after the cancel"
     assert expected in caught.value.message and "kept" in (caught.value.hint or "")
     assert _gone(retrieval.pid)
     kept = files_in(tmp_path)
     assert set(recorder.stored()) <= set(kept) and 2 <= len(kept) < ct.number_of_instances
+
+
+def test_a_live_child_is_not_killed_however_long_its_cancel_takes(sample_files: list[Path], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PACS that ignores C-CANCEL keeps the child busy for the whole grace (then it aborts); its
+    heartbeat says it is alive, so it is not killed: the retrieve ends with its summary, files kept."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
+
+    from pacspull.core import retrieve_process
+
+    monkeypatch.setattr(retrieve_process, "CANCELLED_SILENCE_SECONDS", 0.5)
+    plain = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+    datasets = [ds for ds in map(pydicom.dcmread, sample_files)
+                if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2" and ds.file_meta.TransferSyntaxUID in plain][:6]
+
+    def on_get(event: Any) -> Any:
+        yield len(datasets)
+        for ds in datasets:
+            time.sleep(0.4)  # and never looks at event.is_cancelled
+            yield 0xFF00, ds
+
+    ae = AE(ae_title="DEAFSCP")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_supported_context(CTImageStorage, scu_role=True, scp_role=True)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_GET, on_get)])
+    cancel, recorder = CancelToken(), Recorder()
+    recorder.on_stored = lambda count: cancel.cancel() if count == 1 else None
+    node = Node(name="Deaf", ae_title="DEAFSCP", host="127.0.0.1", port=server.server_address[1])
+    try:
+        retrieval = IsolatedRetrieval(node, [RetrieveRequest(str(datasets[0].StudyInstanceUID))], tmp_path,
+                                      layout=LAYOUT, listener=recorder, cancel=cancel,
+                                      options=RetrieveOptions(cancel_grace=1.5))
+        start = time.monotonic()
+        summary = retrieval.run()  # no ChildProcessError: it was never killed
+    finally:
+        server.shutdown()
+    assert time.monotonic() - start > 1.5  # longer than the 0.5 s of silence allowed after a cancel
+    assert summary.total("completed") >= 1 and "within 1.5 s" in (summary.outcomes[0].error or "")
+    assert set(recorder.stored()) == set(files_in(tmp_path))
 
 
 def test_the_watchdog_does_not_count_a_sleep_of_the_computer_as_silence(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,11 +263,12 @@ def test_the_watchdog_does_not_count_a_sleep_of_the_computer_as_silence(monkeypa
     from pacspull.core import retrieve_process
 
     monkeypatch.setattr(retrieve_process, "SILENCE_SECONDS", 1.0)
+    monkeypatch.setattr(retrieve_process, "START_SILENCE_SECONDS", 1.0)
     offset = [0.0]
     monkeypatch.setattr(retrieve_process, "_clock", lambda: time.monotonic() + offset[0])
     killed: list[float] = []
     child = SimpleNamespace(pid=0, poll=lambda: None, kill=lambda: killed.append(time.monotonic()))
-    watchdog = retrieve_process._Watchdog(child, CancelToken(), cancel_limit=60.0)  # type: ignore[arg-type]
+    watchdog = retrieve_process._Watchdog(child, CancelToken())  # type: ignore[arg-type]
     try:
         time.sleep(0.6)
         offset[0] += 3600.0  # an hour asleep, between two of its looks
@@ -238,7 +279,7 @@ def test_the_watchdog_does_not_count_a_sleep_of_the_computer_as_silence(monkeypa
         while not killed and time.monotonic() < deadline:
             time.sleep(0.05)
         assert killed and killed[0] - jumped >= 0.9  # a full second of real silence after waking
-        assert "sent nothing for 1 s" in watchdog.killed_because
+        assert "sent nothing for 1 s since it started" in watchdog.killed_because
     finally:
         watchdog.stop()
 
@@ -387,6 +428,33 @@ def test_a_queue_prestarts_the_next_child(demo_pacs: DemoPacs, sample_metadata: 
     assert unused is not None
     SPARES.discard()
     assert SPARES.pid is None and _gone(unused)
+
+
+def test_a_spare_discarded_while_it_starts_does_not_stay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window starts a spare in the background when a search finds studies; closing it meanwhile
+    (discard) must not leave that process waiting for a job that never comes."""
+    from pacspull.core import retrieve_process
+
+    started: list[int] = []
+    real = retrieve_process._start_child
+
+    def slow_start() -> Any:
+        time.sleep(0.5)
+        child = real()
+        started.append(child.pid)
+        return child
+
+    monkeypatch.setattr(retrieve_process, "_start_child", slow_start)
+    SPARES.discard()
+    SPARES.prestart_in_background()
+    SPARES.prestart_in_background()  # a second search meanwhile: still one
+    time.sleep(0.1)
+    SPARES.discard()
+    deadline = time.monotonic() + 5
+    while not started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(started) == 1 and SPARES.pid is None
+    assert _gone(started[0])
 
 
 def test_errors_cross_the_process_boundary_whole() -> None:

@@ -905,7 +905,8 @@ def test_store_with_later_leaves_only_bookkeeping_for_later(writer: StudyWriter,
         assert stored.path.is_file() and not list(stored.path.parent.glob(".*partial*"))
         assert pydicom.dcmread(stored.path).SOPInstanceUID == UID
         assert writer.already_have(UID) is None and not (writer.dest / storage.MANIFEST_NAME).exists()
-        assert hints == []
+        if storage._writeback() is not None:  # (elsewhere there is no hint to wait: a no-op, called at once)
+            assert hints == []
         for work in queued:
             work()
         assert writer.already_have(UID) == stored.path
@@ -919,8 +920,8 @@ def test_store_with_later_leaves_only_bookkeeping_for_later(writer: StudyWriter,
 def test_a_retrieve_writes_into_the_temp_file_made_while_the_pacs_prepared_the_next(
         writer: StudyWriter, monkeypatch: pytest.MonkeyPatch) -> None:
     """The temp file the next instance needs is made after this one's answer (``later``): the next store
-    in the same folder renames that very file into place. One in another folder, or too old, is removed
-    and a fresh one made; none is left when the retrieve ends."""
+    in the same folder renames that very file into place. One in another folder is replaced after the
+    answer, one too old is not used; none is left when the retrieve ends."""
     def spares(folder: Path) -> list[Path]:
         return sorted(folder.glob(".pacspull-next.partial-*"))
 
@@ -944,9 +945,10 @@ def test_a_retrieve_writes_into_the_temp_file_made_while_the_pacs_prepared_the_n
         queued.clear()
         other = store_dataset(writer, make_dataset("1.2.3.3", SeriesNumber=4, SeriesInstanceUID="1.2.3.100.2"),
                               later=queued.append)
-        assert other.path.parent != folder and not old.exists()
+        assert other.path.parent != folder and old.exists()  # left alone until the answer is out
         for work in queued:
             work()
+        assert not old.exists()
         [kept] = spares(other.path.parent)
         # Too old to trust (the stale-file sweep of another writer could be near): not used, removed.
         monkeypatch.setattr(StudyWriter, "_SPARE_SECONDS", 0.0)

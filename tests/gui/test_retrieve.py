@@ -244,8 +244,11 @@ def test_the_engine_runs_in_a_process_of_its_own(qtbot, make_window, own_pacs, c
     window = _window(make_window, node_for(own_pacs.port), counter)
     workers = []
     window.retrieve.workerStarted.connect(workers.append)
+    SPARES.discard()
+    assert SPARES.pid is None
     _search(qtbot, window)
     # Studies found: a retrieve process starts now (Python and imports), before anyone clicks Retrieve.
+    qtbot.waitUntil(lambda: SPARES.pid is not None, timeout=TIMEOUT_MS)
     warm = SPARES.pid
     assert warm is not None and _alive(warm)
     with qtbot.waitSignal(window.retrieve.queueFinished, timeout=TIMEOUT_MS):
