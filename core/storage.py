@@ -974,13 +974,14 @@ class StudyWriter:
     and whose modification time is more than ``STALE_PARTIAL_SECONDS`` (15 minutes) old. A live writer,
     in this process or another, writes each file in one go, so its temp file is only seconds old: the
     age is the whole "is anyone still writing this" test, with no lock files or PIDs to go stale or to
-    mislead on a network share. Files of other programs and other names are never touched. (The one
-    temp file made ahead during a retrieve, ``.pacspull-next.partial-…``, for the next instance of the
-    same folder, is used within ``_SPARE_SECONDS`` or removed, and at the latest when the retrieve ends.)
+    mislead on a network share. Files of other programs and other names are never touched. (The temp
+    file made ahead during a retrieve, ``.pacspull-next.partial-…``, one per folder for the next instance
+    of that folder, is used within ``_SPARE_SECONDS`` or removed, and at the latest when the retrieve ends.)
     """
 
     _FOLDER_CACHE = 4096  # prepared folders remembered (a study has a handful)
     _SPARE_SECONDS = 60.0  # a spare temp file older than this is not used (far from the stale-file sweep)
+    _SPARES_MAX = 16  # folders with a spare temp file at once (a study's series, sent interleaved)
 
     def __init__(self, dest: Path, *, layout: str = DEFAULT_LAYOUT) -> None:
         """Check ``layout``, create ``dest`` if needed and load its manifest."""
@@ -995,9 +996,10 @@ class StudyWriter:
         # Layout folder -> the folder really used (see the class doc), created, checked to stay inside
         # dest and swept of stale temp files once; checked again once the cache is full.
         self._folder_for: dict[Path, Path] = {}
-        # (folder, path, descriptor, monotonic time made): a temp file made while the PACS prepared the
-        # next instance (``later``), which store uses if that instance goes to the same folder.
-        self._spare: tuple[Path, Path, int, float] | None = None
+        # Folder -> (path, descriptor, monotonic time made): a temp file made there while the PACS prepared
+        # the next instance (``later``), which store uses for the next instance of that folder. One per
+        # folder, for the last ``_SPARES_MAX`` folders: a PACS may send a study's series interleaved.
+        self._spares: dict[Path, tuple[Path, int, float]] = {}
         self.keywords: frozenset[str] = frozenset(
             part.keyword for component in self._components for part in component if isinstance(part, _Field)
         ) | {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"}
@@ -1013,42 +1015,40 @@ class StudyWriter:
         finally:
             self._deferred -= 1
             if not self._deferred:
-                self.discard_spare()
+                self.discard_spares()
                 self.sync()
 
     def _take_spare(self, folder: Path) -> tuple[Path, int] | None:
-        """The spare temp file, if it is in ``folder`` and fresh. One in another folder stays where it
-        is (``_make_spare`` replaces it after the answer: no removal delays it); a stale one is removed."""
-        spare = self._spare
-        if spare is None or spare[0] != folder:
+        """The spare temp file of ``folder``, if there is one and it is fresh (a stale one is removed)."""
+        spare = self._spares.pop(folder, None)
+        if spare is None:
             return None
-        self._spare = None
-        _spare_folder, temp, fd, made = spare
+        temp, fd, made = spare
         if time.monotonic() - made < self._SPARE_SECONDS:
             return temp, fd
         _discard_temp(temp, fd)
         return None
 
     def _make_spare(self, folder: Path) -> None:
-        """Create the temp file the next instance will probably need (same folder), off the critical
-        path: ``store`` hands this to ``later``. A failure only means the next store creates its own.
-        Only inside ``deferred_sync``, whose end removes it."""
-        if self._spare is not None and self._spare[0] == folder:
+        """Create the temp file the next instance of ``folder`` will need, off the critical path: ``store``
+        hands this to ``later``. A failure only means the next store creates its own. Only inside
+        ``deferred_sync``, whose end removes them; beyond ``_SPARES_MAX`` folders the oldest goes."""
+        if folder in self._spares or not self._deferred:
             return
-        self.discard_spare()  # one for another folder: the instances moved on
-        if not self._deferred:
-            return
+        while len(self._spares) >= self._SPARES_MAX:
+            temp, fd, _made = self._spares.pop(next(iter(self._spares)))
+            _discard_temp(temp, fd)
         try:
             temp, fd = _create_temp(folder / SPARE_NAME)
         except (OSError, StorageError):
             return
-        self._spare = (folder, temp, fd, time.monotonic())
+        self._spares[folder] = (temp, fd, time.monotonic())
 
-    def discard_spare(self) -> None:
-        """Remove the spare temp file, if any (the end of a retrieve: ``deferred_sync`` does it)."""
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            _discard_temp(spare[1], spare[2])
+    def discard_spares(self) -> None:
+        """Remove the spare temp files (the end of a retrieve: ``deferred_sync`` does it)."""
+        spares, self._spares = self._spares, {}
+        for temp, fd, _made in spares.values():
+            _discard_temp(temp, fd)
 
     @property
     def unsynced(self) -> int:

@@ -920,8 +920,9 @@ def test_store_with_later_leaves_only_bookkeeping_for_later(writer: StudyWriter,
 def test_a_retrieve_writes_into_the_temp_file_made_while_the_pacs_prepared_the_next(
         writer: StudyWriter, monkeypatch: pytest.MonkeyPatch) -> None:
     """The temp file the next instance needs is made after this one's answer (``later``): the next store
-    in the same folder renames that very file into place. One in another folder is replaced after the
-    answer, one too old is not used; none is left when the retrieve ends."""
+    in the same folder renames that very file into place. Each folder keeps its own (a PACS may send a
+    study's series interleaved), the oldest folder's goes beyond _SPARES_MAX, one too old is not used;
+    none is left when the retrieve ends."""
     def spares(folder: Path) -> list[Path]:
         return sorted(folder.glob(".pacspull-next.partial-*"))
 
@@ -940,15 +941,28 @@ def test_a_retrieve_writes_into_the_temp_file_made_while_the_pacs_prepared_the_n
         assert pydicom.dcmread(second.path).SOPInstanceUID == "1.2.3.2"
         for work in queued:
             work()
-        [old] = spares(folder)
-        # The next instance goes to another series' folder: that spare is no use there.
+        [waiting] = spares(folder)
+        # The next instance goes to another series' folder, then one comes back to the first: each folder
+        # has its spare, and the first one's is still the one made for it.
         queued.clear()
         other = store_dataset(writer, make_dataset("1.2.3.3", SeriesNumber=4, SeriesInstanceUID="1.2.3.100.2"),
                               later=queued.append)
-        assert other.path.parent != folder and old.exists()  # left alone until the answer is out
         for work in queued:
             work()
-        assert not old.exists()
+        assert other.path.parent != folder and spares(folder) == [waiting]
+        [kept] = spares(other.path.parent)
+        inode = waiting.stat().st_ino
+        queued.clear()
+        back = store_dataset(writer, make_dataset("1.2.3.5"), later=queued.append)
+        assert back.path.parent == folder and back.path.stat().st_ino == inode and spares(folder) == []
+        for work in queued:
+            work()
+        # Only the last _SPARES_MAX folders keep one: the oldest goes first.
+        monkeypatch.setattr(StudyWriter, "_SPARES_MAX", 1)
+        writer._make_spare(writer.dest)
+        assert spares(folder) == spares(other.path.parent) == [] and len(spares(writer.dest)) == 1
+        monkeypatch.setattr(StudyWriter, "_SPARES_MAX", 16)
+        writer._make_spare(other.path.parent)
         [kept] = spares(other.path.parent)
         # Too old to trust (the stale-file sweep of another writer could be near): not used, removed.
         monkeypatch.setattr(StudyWriter, "_SPARE_SECONDS", 0.0)
@@ -963,7 +977,7 @@ def test_a_retrieve_writes_into_the_temp_file_made_while_the_pacs_prepared_the_n
             work()
         assert len(spares(last.path.parent)) == 1
     assert list(writer.dest.rglob("*partial*")) == []  # the block's end removed the last spare
-    assert {r["uid"] for r in manifest_records(writer.dest)} == {"1.2.3.1", "1.2.3.2", "1.2.3.3", "1.2.3.4"}
+    assert {r["uid"] for r in manifest_records(writer.dest)} == {"1.2.3.1", "1.2.3.2", "1.2.3.3", "1.2.3.4", "1.2.3.5"}
 
 
 def test_has_study_knows_studies_stored_here(writer: StudyWriter) -> None:
