@@ -332,23 +332,43 @@ def _get_scp(datasets: list[Any], answered: list[threading.Event]) -> Any:
     return ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_GET, on_get)])
 
 
+def _plain_ct(sample_files: list[Path], count: int) -> list[Any]:
+    """``count`` sample CT data sets of one study in an uncompressed syntax (what _get_scp can send)."""
+    from pydicom import dcmread
+
+    plain = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+    datasets = [ds for ds in map(dcmread, sample_files)
+                if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2" and ds.file_meta.TransferSyntaxUID in plain][:count]
+    assert len(datasets) == count and len({ds.StudyInstanceUID for ds in datasets}) == 1
+    return datasets
+
+
+def _retrieve_from_get_scp(datasets: list[Any], answered: list[threading.Event], writer: Any,
+                           listener: Any) -> Any:
+    """Retrieve ``datasets``' study from a _get_scp into ``writer``; the summary."""
+    from pacspull.core.get import Retrieval, RetrieveRequest
+    from pacspull.core.nodes import Node
+
+    server = _get_scp(datasets, answered)
+    try:
+        node = Node(name="scp", ae_title="GETSCP", host="127.0.0.1", port=server.server_address[1])
+        return Retrieval(node, [RetrieveRequest(str(datasets[0].StudyInstanceUID))], writer,
+                         listener=listener).run()
+    finally:
+        server.shutdown()
+
+
 @pytest.mark.parametrize("answer_first", [True, False])
 def test_a_retrieves_bookkeeping_runs_once_the_pacs_has_its_answer(
         answer_first: bool, sample_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The PACS sends the next instance only once it has our answer to this one; the manifest line and
     the listener's calls for an instance run after that answer is sent (answer_first), while the PACS
     prepares the next one. Switched off, they run before it. Either way the file is complete first."""
-    from pydicom import dcmread
-
-    from pacspull.core.get import Retrieval, RetrievalListener, RetrieveRequest
-    from pacspull.core.nodes import Node
+    from pacspull.core.get import RetrievalListener
     from pacspull.core.storage import StudyWriter
 
     monkeypatch.setattr(compat.SETTINGS, "answer_first", answer_first)
-    plain = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
-    datasets = [ds for ds in map(dcmread, sample_files)
-                if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2" and ds.file_meta.TransferSyntaxUID in plain][:3]
-    assert len(datasets) == 3 and len({ds.StudyInstanceUID for ds in datasets}) == 1
+    datasets = _plain_ct(sample_files, 3)
     answered = [threading.Event() for _ in datasets]
     index = {str(ds.SOPInstanceUID): i for i, ds in enumerate(datasets)}
     seen: list[tuple[str, bool, bool, bool]] = []
@@ -361,13 +381,7 @@ def test_a_retrieves_bookkeeping_runs_once_the_pacs_has_its_answer(
             had_answer = answered[index[uid]].wait(3 if answer_first else 0.3)
             seen.append((uid, had_answer, stored.path.is_file(), writer.already_have(uid) is not None))
 
-    server = _get_scp(datasets, answered)
-    try:
-        node = Node(name="scp", ae_title="GETSCP", host="127.0.0.1", port=server.server_address[1])
-        summary = Retrieval(node, [RetrieveRequest(str(datasets[0].StudyInstanceUID))], writer,
-                            listener=Listener()).run()
-    finally:
-        server.shutdown()
+    summary = _retrieve_from_get_scp(datasets, answered, writer, Listener())
     assert summary.ok and summary.total("completed") == 3, summary.to_json()
     assert [uid for uid, *_ in seen] == [str(ds.SOPInstanceUID) for ds in datasets]
     assert all(is_file and in_manifest for _, _, is_file, in_manifest in seen)
@@ -378,28 +392,17 @@ def test_bookkeeping_that_fails_after_the_answer_is_logged_and_the_retrieve_goes
         sample_files: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A listener that raises after an instance was answered cannot change that answer: the error is
     logged, every instance is still stored, counted and in the manifest."""
-    from pydicom import dcmread
-
-    from pacspull.core.get import Retrieval, RetrievalListener, RetrieveRequest
-    from pacspull.core.nodes import Node
+    from pacspull.core.get import RetrievalListener
     from pacspull.core.storage import StudyWriter
 
-    plain = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
-    datasets = [ds for ds in map(dcmread, sample_files)
-                if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2" and ds.file_meta.TransferSyntaxUID in plain][:2]
+    datasets = _plain_ct(sample_files, 2)
 
     class Listener(RetrievalListener):
         def instance_stored(self, outcome: Any, stored: Any) -> None:
             raise RuntimeError("listener broke")
 
     writer = StudyWriter(tmp_path / "out")
-    server = _get_scp(datasets, [threading.Event() for _ in datasets])
-    try:
-        node = Node(name="scp", ae_title="GETSCP", host="127.0.0.1", port=server.server_address[1])
-        summary = Retrieval(node, [RetrieveRequest(str(datasets[0].StudyInstanceUID))], writer,
-                            listener=Listener()).run()
-    finally:
-        server.shutdown()
+    summary = _retrieve_from_get_scp(datasets, [threading.Event() for _ in datasets], writer, Listener())
     assert summary.ok and summary.total("completed") == 2, summary.to_json()
     assert all(writer.already_have(str(ds.SOPInstanceUID)) for ds in datasets)
     errors = [r for r in caplog.records if r.getMessage() == "Error after answering a C-STORE"]
