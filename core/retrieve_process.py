@@ -339,10 +339,11 @@ def _start_child() -> subprocess.Popen[bytes]:
 
 
 class _Spares:
-    """At most one child started ahead of time, for the next retrieve of a queue.
+    """At most one child started ahead of time: for the next retrieve of a queue, or for the first one
+    once a search in the window found studies (``RetrieveQueue.warm_up``).
 
     A child spends about 0.3 s starting Python and importing pydicom and pynetdicom before it reads its
-    job; a queue of many small transfers would pay that for each one. A spare has done it and waits,
+    job; a queue of many small transfers would pay that for each one, and every first click too. A spare has done it and waits,
     blocked on its stdin (no CPU), until a retrieve takes it or ``discard()`` (or our exit) closes it.
     """
 

@@ -1242,7 +1242,6 @@ class StudyWriter:
             size_bytes=size,
         )
 
-
     def _record(self, uid: str, final: Path, size: int, header: Dataset, sop_class_uid: str,
                 transfer_syntax: str) -> None:
         """The manifest line of a stored file (a crash before it just means a re-download)."""
