@@ -213,19 +213,47 @@ def snapshot(root: Path, skip: Path | None = None) -> dict[str, tuple[str, int |
     return found
 
 
+def written_by_a_retrieve(root: Path) -> list[str]:
+    """Files at or under ``root`` (links not followed) that a retrieve could have written: a DICOM file
+    (``DICM`` at offset 128), a temp file, or a manifest. Entries vanishing meanwhile are someone else's."""
+    if root.is_symlink():
+        return []
+    files = [root] if root.is_file() else [
+        Path(dirpath, name) for dirpath, _dirnames, filenames in os.walk(root) for name in filenames]
+    found = []
+    for path in files:
+        try:
+            with path.open("rb") as handle:
+                handle.seek(128)
+                dicom = handle.read(4) == b"DICM"
+        except OSError:
+            continue
+        if dicom or ".partial-" in path.name or path.name == MANIFEST_NAME:
+            found.append(str(path))
+    return found
+
+
 class Outside:
-    """What exists outside the destination before the retrieve, to compare with after it."""
+    """What exists outside the destination before the retrieve, to compare with after it.
+
+    Above ``tmp_path``'s parent, other programs on the machine may create and remove entries at any time;
+    there, only new entries of ``/tmp`` holding something a retrieve writes count as an escape."""
 
     def __init__(self, tmp_path: Path, dest: Path) -> None:
         self.tmp_path, self.dest = tmp_path, dest
         self.before = self.now()
+        self.tmp_before = set(os.listdir("/tmp"))
 
     def now(self) -> tuple[Any, ...]:
         return (snapshot(self.tmp_path, skip=self.dest), sorted(os.listdir(self.tmp_path.parent)),
-                os.path.lexists("/etc/x"), os.path.lexists(ESCAPE_TARGET), sorted(os.listdir("/tmp")))
+                os.path.lexists("/etc/x"), os.path.lexists(ESCAPE_TARGET))
+
+    def escaped_to_tmp(self) -> list[str]:
+        new = set(os.listdir("/tmp")) - self.tmp_before
+        return [found for name in sorted(new) for found in written_by_a_retrieve(Path("/tmp", name))]
 
     def unchanged(self) -> bool:
-        return self.now() == self.before
+        return self.now() == self.before and not self.escaped_to_tmp()
 
 
 def uid_of(path: Path) -> str:
