@@ -120,6 +120,9 @@ _CANCEL = 0xFE00  # matching or sub-operations terminated due to C-CANCEL
 _BAD_IDENTIFIER = 0xA900  # identifier does not match SOP class
 _UNABLE_TO_PROCESS = 0xC000  # unable to process (the identifier could not be decoded)
 
+MISLABELLED_SOP_CLASS = UID("1.2.840.10008.5.1.4.1.1.7")  # Secondary Capture Image Storage
+"""What the data set of an instance in ``Faults.mislabel_sop_instance_uids`` says its SOP class is."""
+
 
 class Level(str, Enum):
     """Query/Retrieve level, in hierarchy order."""
@@ -225,6 +228,11 @@ class Faults:
     find_status
         Answer every C-FIND with this status and no matches (use a failure code such as 0xA700 or
         0xC000, or 0xA900).
+    mislabel_sop_instance_uids
+        C-GET: these instances are sent under their SOP class, but their data sets say Secondary Capture
+        Image Storage (``MISLABELLED_SOP_CLASS``), as from a PACS whose index disagrees with its files.
+        A retrieve keeps them and answers 0xB007 (a warning), so the final status is 0xB000 with
+        NumberOfWarningSuboperations.
     hostile_names
         C-FIND responses and C-GET datasets carry ``HOSTILE_VALUES`` for PatientName, PatientID,
         StudyDescription and SeriesDescription; C-GET datasets also get a SOP Instance UID of the form
@@ -239,6 +247,7 @@ class Faults:
     refuse_sop_classes: frozenset[str] = field(default_factory=frozenset)
     reject_association: bool = False
     find_status: int | None = None
+    mislabel_sop_instance_uids: frozenset[str] = field(default_factory=frozenset)
     hostile_names: bool = False
 
 
@@ -704,6 +713,9 @@ class DemoPacs:
         if faults.hostile_names:
             _make_hostile(ds)
             _set(ds, "SOPInstanceUID", "UI", f"../../CON.{number + 1}")
+        if node.key in faults.mislabel_sop_instance_uids:
+            log.info("demo PACS fault: instance %d's data set says another SOP class", number + 1)
+            ds = _Mislabelled(ds, sop_class)
         return ds
 
 
@@ -758,6 +770,21 @@ def _retrieve_set(index: _Index, level: Level, query: Dataset) -> list[_Node]:
         if all(node.ancestor(lv).key in keys for lv, keys in wanted.items()):
             instances.extend(node.descendants(Level.IMAGE))
     return instances
+
+
+class _Mislabelled(Dataset):
+    """A data set whose SOP Class UID element says ``MISLABELLED_SOP_CLASS`` while pynetdicom, which reads
+    the ``SOPClassUID`` attribute, puts ``request_sop_class`` in the C-STORE request."""
+
+    def __init__(self, ds: Dataset, request_sop_class: str) -> None:
+        super().__init__(ds)
+        self.file_meta = ds.file_meta
+        self.__dict__["_request_sop_class"] = UID(request_sop_class)
+        self[0x00080016] = DataElement(0x00080016, "UI", MISLABELLED_SOP_CLASS)
+
+    @property  # type: ignore[override]
+    def SOPClassUID(self) -> UID:  # noqa: N802 - the keyword pynetdicom reads
+        return self.__dict__["_request_sop_class"]
 
 
 def _unsendable(node: _Node) -> Dataset:

@@ -47,6 +47,7 @@ from pacspull.core.association import (
     close,
     context_results,
     open_association,
+    uid_name,
 )
 from pacspull.core.contexts import DEFAULT_STORAGE_CLASSES, MAX_CONTEXTS, ContextPlan, plan_contexts
 from pacspull.core.errors import AssociationRejected, ConnectionFailed, PacsPullError, ServiceFailed
@@ -504,6 +505,12 @@ def _decode_identifier(stream: Any, transfer_syntax: str, wanted: dict[int, str]
         return None
 
 
+def _sop_class_text(uid: str) -> str:
+    """``CT Image Storage (1.2.840.10008.5.1.4.1.1.2)``; an unregistered UID alone."""
+    name = uid_name(uid)
+    return uid if name == uid else f"{name} ({uid})"
+
+
 def _status_code(status: Dataset | None) -> int | None:
     return int(status.Status) if status is not None and "Status" in status else None
 
@@ -706,7 +713,8 @@ class Retrieval:
             sop_class = str(request.AffectedSOPClassUID)
             warning = None
             if header.get("SOPClassUID") not in (None, "", sop_class):
-                warning = f"the data set says SOP class {header.get('SOPClassUID')}, the request {sop_class}"
+                warning = (f"the data set says SOP class {_sop_class_text(str(header.get('SOPClassUID')))}, "
+                           f"the request {_sop_class_text(sop_class)}")
             # Bookkeeping that does not change the answer waits until it is sent (the PACS prepares
             # the next sub-operation meanwhile); the file itself is complete before the answer.
             later = answer_later(event.assoc)

@@ -182,6 +182,36 @@ def test_failed_sub_operations_show_their_reason_and_retry_completes_the_study(
     assert not details.retry_button.isEnabled()
 
 
+def test_mislabelled_instances_show_as_warnings_and_are_kept(qtbot, make_window, own_pacs, counter):
+    study = _sample("CT Abdomen")
+    mislabelled = set(study.instance_uids[:2])
+    own_pacs.faults = Faults(mislabel_sop_instance_uids=frozenset(mislabelled))
+    window = _window(make_window, node_for(own_pacs.port), counter)
+    _search(qtbot, window)
+    with qtbot.waitSignal(window.retrieve.rowFinished, timeout=TIMEOUT_MS) as ended:
+        _retrieve(qtbot, window, "CT Abdomen")
+
+    row = ended.args[0]
+    assert (row.state, row.completed, row.warning, row.failed) == (TransferState.DONE, 3, 2, 0)
+    assert row.state_text() == "Done, 2 warnings" and row.progress_text() == "5 / 5"
+    assert set(counter.warnings) == mislabelled and sorted(counter.stored) == sorted(study.instance_uids)
+    assert set(files_on_disk(_destination())) == set(study.instance_uids)
+    cells = {window.transfers.headerData(c, Qt.Orientation.Horizontal): window.transfers.index(0, c).data()
+             for c in range(window.transfers.columnCount())}
+    assert (cells["State"], cells["Stored"], cells["Warnings"], cells["Failed"]) == ("Done, 2 warnings", "3", "2", "0")
+    assert cells["C-GET status"] == "0xB000 warning"
+    details = window.progress_panel.details
+    assert details.row is not None and details.row.id == row.id
+    shown = [{c.header: details.issues.index(r, i).data() for i, c in enumerate(ISSUE_COLUMNS)}
+             for r in range(details.issues.rowCount())]
+    assert {s["SOP Instance UID"] for s in shown} == mislabelled
+    assert {(s["Result"], s["Status"]) for s in shown} == {("Warning", "0xB007")}
+    assert all(s["Reason"] == "the data set says SOP class Secondary Capture Image Storage "
+               "(1.2.840.10008.5.1.4.1.1.7), the request CT Image Storage (1.2.840.10008.5.1.4.1.1.2)" for s in shown)
+    assert details.issues_caption.text() == "2 warnings:"
+    assert not details.retry_button.isEnabled()  # nothing is missing: a retry would fetch nothing
+
+
 def test_cancel_mid_way_shows_cancelled_with_what_was_kept(qtbot, make_window, own_pacs, counter):
     own_pacs.faults = Faults(delay_per_instance=0.03)
     window = _window(make_window, node_for(own_pacs.port), counter)

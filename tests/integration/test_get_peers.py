@@ -16,7 +16,7 @@ from peers import node_of
 
 from pacspull.core import association, samples
 from pacspull.core.cli import main
-from pacspull.core.demo_pacs import DemoPacs, Faults
+from pacspull.core.demo_pacs import MISLABELLED_SOP_CLASS, DemoPacs, Faults
 from pacspull.core.get import Retrieval, RetrievalListener, RetrieveRequest, RetrieveOptions
 from pacspull.core.progress import CancelToken
 from pacspull.core.storage import StudyWriter
@@ -241,6 +241,53 @@ def test_failed_sub_operations_are_listed_with_status(make_slow_demo: Any, tmp_p
     assert {f.sop_instance_uid for f in outcome.failures} == bad == {f.sop_instance_uid for f in recorder.failed}
     assert outcome.completed == CT_STUDY.number_of_instances - 2 == len(dicom_files(tmp_path))
     assert summary.exit_code == 1
+
+
+def test_mislabelled_instances_are_kept_and_reported_as_warnings(make_slow_demo: Any, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A data set whose SOP class is not the one its C-STORE request names: stored all the same, answered
+    0xB007, counted by us and by the PACS as a warning (final 0xB000), listed with the reason."""
+    mislabelled = set(CT_STUDY.instance_uids[3:5])
+    pacs = make_slow_demo(Faults(mislabel_sop_instance_uids=frozenset(mislabelled)))
+    recorder = Recorder()
+    summary = Retrieval(node_of(pacs), [RetrieveRequest(CT_STUDY.study_instance_uid)], StudyWriter(tmp_path / "api"),
+                        listener=recorder).run()
+    outcome = summary.outcomes[0]
+    assert (outcome.completed, outcome.warning, outcome.failed) == (CT_STUDY.number_of_instances - 2, 2, 0)
+    assert outcome.status is not None and outcome.status.code == 0xB000
+    assert outcome.pacs_counts["warning"] == 2 and outcome.pacs_counts["failed"] == 0
+    assert {w.sop_instance_uid for w in outcome.warnings} == mislabelled == {w.sop_instance_uid
+                                                                             for w in recorder.warnings}
+    assert all(w.status.code == 0xB007 for w in outcome.warnings)
+    assert all(w.reason == f"the data set says SOP class Secondary Capture Image Storage ({MISLABELLED_SOP_CLASS}), "
+               f"the request CT Image Storage ({samples.CT_IMAGE_STORAGE})" for w in outcome.warnings)
+    # Every instance is on disk and stored (a warning is a success with a remark); the file says what the
+    # PACS sent: the request's SOP class in its meta, the data set's own in the data set.
+    assert sorted(recorder.stored) == sorted(CT_STUDY.instance_uids)
+    files = {pydicom.dcmread(p).SOPInstanceUID: pydicom.dcmread(p) for p in dicom_files(tmp_path / "api")}
+    assert set(files) == set(CT_STUDY.instance_uids)
+    for uid in mislabelled:
+        assert files[uid].file_meta.MediaStorageSOPClassUID == samples.CT_IMAGE_STORAGE
+        assert files[uid].SOPClassUID == MISLABELLED_SOP_CLASS
+    assert summary.ok and summary.exit_code == 0
+
+    code = main(["get", "--host", "127.0.0.1", "--port", str(pacs.port), "--aet", pacs.ae_title,
+                 "--study-uid", CT_STUDY.study_instance_uid, "--out", str(tmp_path / "cli"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["ok"]
+    assert (report["completed"], report["warning"], report["failed"]) == (CT_STUDY.number_of_instances - 2, 2, 0)
+    request = report["requests"][0]
+    assert request["status"] == 0xB000 and request["pacs_counts"]["warning"] == 2
+    assert {w["sop_instance_uid"] for w in request["warnings"]} == mislabelled
+    assert len(dicom_files(tmp_path / "cli")) == CT_STUDY.number_of_instances
+
+    main(["get", "--host", "127.0.0.1", "--port", str(pacs.port), "--aet", pacs.ae_title, "--no-skip",
+          "--study-uid", CT_STUDY.study_instance_uid, "--out", str(tmp_path / "cli")])
+    out = capsys.readouterr().out
+    assert f"retrieved {CT_STUDY.number_of_instances} instance(s)" in out
+    assert "failed 0, warnings 2, skipped (already there) 0" in out
+    for uid in mislabelled:
+        assert f"    {uid}: 0xB007" in out and "the data set says SOP class" in out
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
