@@ -143,27 +143,39 @@ def test_retrieving_again_skips_what_is_on_disk_and_a_queued_duplicate_is_refuse
     assert len(window.transfers.rows()) == 3
 
 
+def _retrieve_with_faults(qtbot, make_window, own_pacs, counter, faults: Faults, description: str):
+    """Search ``own_pacs`` (with ``faults``) in a new window and retrieve one study; the window and its
+    finished transfer row."""
+    own_pacs.faults = faults
+    window = _window(make_window, node_for(own_pacs.port), counter)
+    _search(qtbot, window)
+    with qtbot.waitSignal(window.retrieve.rowFinished, timeout=TIMEOUT_MS) as ended:
+        _retrieve(qtbot, window, description)
+    return window, ended.args[0]
+
+
+def _issues_shown(window, row) -> list[dict[str, str]]:
+    """The details' failed/warning instances of ``row`` (which the details show), cell by cell."""
+    details = window.progress_panel.details
+    assert details.row is not None and details.row.id == row.id
+    return [{c.header: details.issues.index(r, i).data() for i, c in enumerate(ISSUE_COLUMNS)}
+            for r in range(details.issues.rowCount())]
+
+
 def test_failed_sub_operations_show_their_reason_and_retry_completes_the_study(
         qtbot, make_window, own_pacs, counter):
     study = _sample("CT Abdomen")
     failing = set(study.instance_uids[1:3])
-    own_pacs.faults = Faults(fail_sop_instance_uids=frozenset(failing))
-    window = _window(make_window, node_for(own_pacs.port), counter)
-    _search(qtbot, window)
-    with qtbot.waitSignal(window.retrieve.rowFinished, timeout=TIMEOUT_MS) as ended:
-        _retrieve(qtbot, window, "CT Abdomen")
-
-    row = ended.args[0]
+    window, row = _retrieve_with_faults(qtbot, make_window, own_pacs, counter,
+                                        Faults(fail_sop_instance_uids=frozenset(failing)), "CT Abdomen")
     assert (row.state, row.completed, row.failed) == (TransferState.INCOMPLETE, 3, 2)
     assert row.state_text() == "Incomplete, 2 failed"
     assert row.progress_text() == "3 / 5"  # on disk of all: an ended bar never looks complete when it is not
     assert set(counter.failed) == failing and len(counter.stored) == 3
     assert set(files_on_disk(_destination())) == set(study.instance_uids) - failing
     # The details view lists each failed instance with its status decoded and the reason.
+    shown = _issues_shown(window, row)
     details = window.progress_panel.details
-    assert details.row is not None and details.row.id == row.id
-    shown = [{c.header: details.issues.index(r, i).data() for i, c in enumerate(ISSUE_COLUMNS)}
-             for r in range(details.issues.rowCount())]
     assert {s["SOP Instance UID"] for s in shown} == failing
     assert {(s["Result"], s["Status"]) for s in shown} == {("Failed", "0xB000")}
     assert all(s["Reason"] == "the PACS reports it could not send this instance" for s in shown)
@@ -185,13 +197,8 @@ def test_failed_sub_operations_show_their_reason_and_retry_completes_the_study(
 def test_mislabelled_instances_show_as_warnings_and_are_kept(qtbot, make_window, own_pacs, counter):
     study = _sample("CT Abdomen")
     mislabelled = set(study.instance_uids[:2])
-    own_pacs.faults = Faults(mislabel_sop_instance_uids=frozenset(mislabelled))
-    window = _window(make_window, node_for(own_pacs.port), counter)
-    _search(qtbot, window)
-    with qtbot.waitSignal(window.retrieve.rowFinished, timeout=TIMEOUT_MS) as ended:
-        _retrieve(qtbot, window, "CT Abdomen")
-
-    row = ended.args[0]
+    window, row = _retrieve_with_faults(qtbot, make_window, own_pacs, counter,
+                                        Faults(mislabel_sop_instance_uids=frozenset(mislabelled)), "CT Abdomen")
     assert (row.state, row.completed, row.warning, row.failed) == (TransferState.DONE, 3, 2, 0)
     assert row.state_text() == "Done, 2 warnings" and row.progress_text() == "5 / 5"
     assert set(counter.warnings) == mislabelled and sorted(counter.stored) == sorted(study.instance_uids)
@@ -200,10 +207,8 @@ def test_mislabelled_instances_show_as_warnings_and_are_kept(qtbot, make_window,
              for c in range(window.transfers.columnCount())}
     assert (cells["State"], cells["Stored"], cells["Warnings"], cells["Failed"]) == ("Done, 2 warnings", "3", "2", "0")
     assert cells["C-GET status"] == "0xB000 warning"
+    shown = _issues_shown(window, row)
     details = window.progress_panel.details
-    assert details.row is not None and details.row.id == row.id
-    shown = [{c.header: details.issues.index(r, i).data() for i, c in enumerate(ISSUE_COLUMNS)}
-             for r in range(details.issues.rowCount())]
     assert {s["SOP Instance UID"] for s in shown} == mislabelled
     assert {(s["Result"], s["Status"]) for s in shown} == {("Warning", "0xB007")}
     assert all(s["Reason"] == "the data set says SOP class Secondary Capture Image Storage "
