@@ -15,7 +15,10 @@ the UTF-8 handling is the bundle's own).
   5. `pacspull get` of the smallest multi-instance study: every instance arrives as a Part-10 file
   6. `pacspull get --uncompressed-only` of the largest study: the demo PACS decompresses its RLE series
      (pydicom's pixel decoders made it into the bundle)
-  7. `PacsPull --self-test` offscreen: the window starts, queries its own demo PACS, retrieves a study
+  7. (Linux) Qt's libraries stay out of the programs that draw nothing: the running demo PACS (the CLI)
+     and the window's executable started as a retrieve process (PyInstaller's PySide6 runtime hook
+     would load QtCore in both; see bundle.scripts_for)
+  8. `PacsPull --self-test` offscreen: the window starts, queries its own demo PACS, retrieves a study
      through its retrieve child process (the frozen executable started again as the child), exits 0,
      and writes its log file
 
@@ -164,6 +167,24 @@ class Smoke:
             raise SmokeFailure(f"get ({label}): not DICOM Part-10 files: {not_dicom[:5]}")
         self.ok(f"{' '.join(('get', *options))}: {expected} instances of study {uid} arrived as Part-10 files")
 
+    def no_qt(self, demo: subprocess.Popen[bytes]) -> None:
+        """Linux: no Qt library mapped in the running CLI (the demo PACS) nor in a retrieve child."""
+        if not sys.platform.startswith("linux"):
+            self.ok("no Qt outside the window: skipped (checked on Linux, through /proc)")
+            return
+        child = subprocess.Popen([str(self.gui), bundle.RETRIEVE_CHILD_FLAG], env=self.env, cwd=self.work,
+                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            for name, process in (("pacspull demo-pacs", demo), ("PacsPull as a retrieve process", child)):
+                qt = [lib for lib in _settled_libraries(process) if "Qt6" in lib or "shiboken6" in lib]
+                if qt:
+                    raise SmokeFailure(f"{name} loaded Qt, which only the window needs: {qt[:5]}")
+        finally:
+            assert child.stdin is not None
+            child.stdin.close()  # no job: the child exits
+            _stop(child)
+        self.ok("no Qt library loaded by the CLI or by a retrieve process")
+
     def self_test(self) -> None:
         result = self.run(self.gui, "--self-test", "--timeout", "60")
         line = _text(result.stdout).strip()
@@ -186,6 +207,25 @@ def _pump(process: subprocess.Popen[bytes], lines: queue.Queue[str]) -> None:
     assert process.stdout is not None
     for raw in process.stdout:
         lines.put(_text(raw))
+
+
+def _settled_libraries(process: subprocess.Popen[bytes], quiet_s: float = 0.5) -> set[str]:
+    """The shared objects ``process`` has mapped once its start is over (no new mapping for ``quiet_s``:
+    it waits for work); Linux only."""
+    maps = Path(f"/proc/{process.pid}/maps")
+    seen: set[str] = set()
+    quiet_since = time.monotonic()
+    deadline = quiet_since + TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SmokeFailure(f"{process.args} exited {process.returncode} during its start")
+        now = {line.split()[-1] for line in maps.read_text().splitlines() if ".so" in line}
+        if now != seen:
+            seen, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return seen
+        time.sleep(0.05)
+    raise SmokeFailure(f"{process.args} was still starting after {TIMEOUT_S} s")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -242,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         counts = [(int(row["NumberOfStudyRelatedInstances"]), row) for row in rows]
         smoke.get("small", min((c for c in counts if c[0] > 1), key=lambda c: c[0])[1])
         smoke.get("large", max(counts, key=lambda c: c[0])[1], "--uncompressed-only")
+        smoke.no_qt(demo)
         _stop(demo)
         demo = None
         smoke.self_test()

@@ -236,3 +236,46 @@ def test_the_window_launcher_becomes_the_retrieve_child_first() -> None:
     assert f'sys.argv[1:] == ["{CHILD_FLAG}"]' in text
     assert f"os.nice({CHILD_NICENESS})" in text
     assert text.index("child_main") < text.index("pacspull.gui")  # the child never imports the window
+
+
+SCRIPTS = [
+    ("pyiboot01_bootstrap", "/pyinstaller/loader/pyiboot01_bootstrap.py", "PYSOURCE"),
+    ("pyi_rth_inspect", "/pyinstaller/hooks/rthooks/pyi_rth_inspect.py", "PYSOURCE"),
+    ("pyi_rth_pyside6", "HOOK", "PYSOURCE"),
+    ("launch_gui", str(bundle.GUI_ENTRY), "PYSOURCE"),
+    ("launch_cli", str(bundle.CLI_ENTRY), "PYSOURCE"),
+]
+
+
+def _scripts(entry, tmp_path):  # type: ignore[no-untyped-def]
+    hook = tmp_path / "pyi_rth_pyside6.py"
+    hook.write_text("import sys\nsys.ran_qt_hook = getattr(sys, 'ran_qt_hook', 0) + 1\n'''a \"quoted\"\nstring'''\n",
+                    encoding="utf-8")
+    scripts = [(n, str(hook) if p == "HOOK" else p, t) for n, p, t in SCRIPTS]
+    return bundle.scripts_for(scripts, entry, [bundle.GUI_ENTRY, bundle.CLI_ENTRY], tmp_path / "hooks")
+
+
+def test_the_command_line_runs_without_qts_runtime_hook(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """PyInstaller's PySide6 runtime hook imports QtCore; the CLI never draws, so it goes without (the smoke
+    test checks the built CLI for Qt libraries)."""
+    names = [name for name, _path, _kind in _scripts(bundle.CLI_ENTRY, tmp_path)]
+    assert names == ["pyiboot01_bootstrap", "pyi_rth_inspect", "launch_cli"]
+
+
+@pytest.mark.parametrize(("argv", "runs"), [(["PacsPull"], 1), (["PacsPull", "--self-test"], 1),
+                                            (["PacsPull", bundle.RETRIEVE_CHILD_FLAG], 0)])
+def test_the_window_runs_qts_runtime_hook_unless_it_is_a_retrieve_process(  # type: ignore[no-untyped-def]
+        tmp_path, argv, runs) -> None:
+    """The window keeps the hook, wrapped so that it does nothing when the executable is started as a
+    retrieve process; the wrapper runs the hook's own source unchanged."""
+    from pacspull.core.retrieve_process import CHILD_FLAG
+
+    assert bundle.RETRIEVE_CHILD_FLAG == CHILD_FLAG
+    scripts = _scripts(bundle.GUI_ENTRY, tmp_path)
+    assert [name for name, _path, _kind in scripts] == ["pyiboot01_bootstrap", "pyi_rth_inspect", "pyi_rth_pyside6",
+                                                         "launch_gui"]
+    wrapper = scripts[2][1]
+    code = (f"import sys\nsys.argv = {argv!r}\nexec(compile(open({wrapper!r}).read(), 'w', 'exec'), {{}})\n"
+            f"print(getattr(sys, 'ran_qt_hook', 0), sys.argv == {argv!r})")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(runs), "True"]
