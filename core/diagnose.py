@@ -7,6 +7,8 @@ stage stops the stages that depend on it; each stage records its time and, on fa
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from pacspull.core.association import (
     build_contexts,
     close,
     context_results,
+    is_open,
     open_association,
     resolve,
     tcp_probe,
@@ -33,10 +36,12 @@ from pacspull.core.association import (
 from pacspull.core import tls
 from pacspull.core.contexts import DEFAULT_STORAGE_CLASSES, MAX_CONTEXTS, storage_contexts
 from pacspull.core.echo import send_echo
-from pacspull.core.errors import PacsPullError
+from pacspull.core.errors import ALLOW_C_GET, PacsPullError
 from pacspull.core.nodes import Node
 from pacspull.core.query import QueryRequest, StudyRow, build_identifier, Level
 from pacspull.core.status import Category, describe
+
+LOG = logging.getLogger(__name__)
 
 STAGES = ("resolve", "connect", "tls", "associate", "echo", "find", "get")
 
@@ -92,6 +97,12 @@ class _Run:
     def __init__(self, node: Node, on_stage: Callable[[StageResult], None] | None) -> None:
         self.report = DiagnoseReport(node)
         self.on_stage = on_stage
+        self.assoc: Association | None = None  # once associated
+
+    @property
+    def aborted(self) -> bool:
+        """The association was accepted and is gone: the PACS (or the network) ended it."""
+        return self.assoc is not None and not is_open(self.assoc)
 
     def record(self, result: StageResult) -> StageResult:
         self.report.stages.append(result)
@@ -105,16 +116,27 @@ class _Run:
         try:
             detail = action()
         except PacsPullError as exc:
-            self.record(StageResult(name, False, time.perf_counter() - start, exc.message, exc.hint))
-            return False
-        self.record(StageResult(name, True, time.perf_counter() - start, detail))
-        return True
+            message, hint = exc.message, exc.hint
+        except Exception as exc:  # noqa: BLE001 - the report must still come out, naming the stage
+            LOG.exception("diagnose: the %s stage failed unexpectedly", name)
+            message, hint = f"unexpected error: {exc}", ""
+        else:
+            self.record(StageResult(name, True, time.perf_counter() - start, detail))
+            return True
+        if self.aborted and not hint:  # (a stage's own hint knows better)
+            calling = self.report.node.calling_ae
+            hint = (f"the PACS accepted the association, then aborted it at this request: it probably does not allow "
+                    f"calling AE {calling!r} to use this service (ask the PACS admin to register {calling!r} with "
+                    "this computer's address, or use a calling AE it knows)")
+        self.record(StageResult(name, False, time.perf_counter() - start, message, hint))
+        return False
 
     def skip_rest(self) -> None:
         done = {s.name for s in self.report.stages}
+        why = "not reached: the PACS aborted the association" if self.aborted else "not reached"
         for name in STAGES:
             if name not in done:
-                self.record(StageResult(name, None, 0.0, "not reached"))
+                self.record(StageResult(name, None, 0.0, why))
 
 
 def diagnose(node: Node, *, on_stage: Callable[[StageResult], None] | None = None) -> DiagnoseReport:
@@ -135,7 +157,7 @@ def diagnose(node: Node, *, on_stage: Callable[[StageResult], None] | None = Non
 
     def do_associate() -> str:
         assoc = open_association(node, contexts + store_cx, ext_neg=roles)
-        holder["assoc"] = assoc
+        holder["assoc"] = run.assoc = assoc
         run.report.contexts = context_results(assoc, scp_roles=storage_classes)
         accepted = sum(1 for c in run.report.contexts if c.accepted)
         return (f"association accepted by {node.ae_title!r} (max PDU {assoc.acceptor.maximum_length}); "
@@ -150,9 +172,10 @@ def diagnose(node: Node, *, on_stage: Callable[[StageResult], None] | None = Non
         ok = ok and run.stage("associate", do_associate)
         if ok:
             assoc = holder["assoc"]
-            run.stage("echo", lambda: _echo(assoc, node, run.report))
-            run.stage("find", lambda: _find(assoc, node, run.report))
-            run.stage("get", lambda: _get(assoc, node, run.report))
+            for name, service in (("echo", _echo), ("find", _find), ("get", _get)):
+                if run.aborted:
+                    break  # nothing more can be asked on this association
+                run.stage(name, functools.partial(service, assoc, node, run.report))
     finally:
         assoc = holder.get("assoc")
         if assoc is not None:
@@ -206,7 +229,7 @@ def _find(assoc: Association, node: Node, report: DiagnoseReport) -> str:
 
 def _get(assoc: Association, node: Node, report: DiagnoseReport) -> str:
     uid = StudyRootQueryRetrieveInformationModelGet
-    hint = "this PACS cannot send studies by C-GET: ask the PACS admin to enable it, or use C-MOVE"
+    hint = f"this PACS cannot send studies by C-GET: {ALLOW_C_GET}"
     if not _accepted(report, uid):
         raise PacsPullError(f"Study Root C-GET {_rejection(report, uid)}", hint=hint)
     storage = [c for c in report.contexts if c.scp_role is not None]

@@ -7,6 +7,10 @@ shows the message next to the field or in the progress row. ``hint`` says what t
 from __future__ import annotations
 
 
+ALLOW_C_GET = "ask the PACS admin to allow C-GET for this calling AE (PacsPull retrieves by C-GET, not C-MOVE)"
+"""What to do when a PACS will not send by C-GET: the end of every hint that says so."""
+
+
 class PacsPullError(Exception):
     """Base of every expected failure: a message for the user and, where it helps, a hint."""
 

@@ -50,7 +50,7 @@ from pacspull.core.association import (
     uid_name,
 )
 from pacspull.core.contexts import DEFAULT_STORAGE_CLASSES, MAX_CONTEXTS, ContextPlan, plan_contexts
-from pacspull.core.errors import AssociationRejected, ConnectionFailed, PacsPullError, ServiceFailed
+from pacspull.core.errors import ALLOW_C_GET, AssociationRejected, ConnectionFailed, PacsPullError, ServiceFailed
 from pacspull.core.nodes import Node
 from pacspull.core.progress import CancelToken
 from pacspull.core.query import Level
@@ -785,8 +785,8 @@ class Retrieval:
             elif not outcome.pacs_counts and outcome.completed + outcome.failed + outcome.skipped == 0:
                 outcome.refused = True
                 outcome.error = (f"the PACS aborted the association in answer to the C-GET request: it may not "
-                                 f"allow C-GET for calling AE {self.node.calling_ae!r} (Orthanc does this; ask "
-                                 "the PACS admin, or use C-MOVE)")
+                                 f"allow C-GET for calling AE {self.node.calling_ae!r} (Orthanc does this): "
+                                 f"{ALLOW_C_GET}")
             else:
                 outcome.error = "the PACS aborted the association (or the network connection was lost)"
             if outcome.completed:
@@ -949,7 +949,7 @@ class Retrieval:
             if not any(r.accepted for r in results if r.abstract_syntax == StudyRootQueryRetrieveInformationModelGet):
                 raise AssociationRejected(
                     f"{self.node.address} does not accept Study Root C-GET",
-                    hint="the PACS cannot send studies by C-GET: ask its admin to enable it, or use C-MOVE",
+                    hint=f"the PACS cannot send studies by C-GET: {ALLOW_C_GET}",
                     stage="associate")
             if rejected:
                 LOG.info("Contexts not accepted: %s", "; ".join(rejected))

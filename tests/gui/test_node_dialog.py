@@ -116,3 +116,24 @@ def test_test_connection_shows_each_stage_for_a_closed_port(qtbot, context):
         assert lines[name].mark.text() == SKIP and lines[name].detail.text() == "not reached"
     assert dialog.panel.summary.text().startswith("Failed at “Open TCP connection”")
     assert dialog.panel.contexts.item(0).text().startswith("No association was made")
+
+
+def test_test_connection_explains_a_pacs_that_aborts_an_unknown_calling_ae(qtbot, context, orthanc_factory):
+    """Orthanc accepts the association of a calling AE it does not know, then aborts it at the C-ECHO: the
+    panel marks the echo stage failed with why, the rest not reached, and still lists the contexts."""
+    peer = orthanc_factory(extra_config={
+        "DicomAlwaysAllowEcho": False, "DicomAlwaysAllowFind": False, "DicomAlwaysAllowGet": False,
+        "DicomModalities": {"workstation": ["KNOWN_WS", "127.0.0.1", 104]},
+    })
+    node = node_for(peer.port, "Strict Orthanc", ae_title=peer.aet, calling_ae="STRANGER")
+    dialog = open_dialog(qtbot, context, node, mode="edit")
+    _run_test(qtbot, dialog)
+    lines = dialog.panel.lines
+    assert [lines[n].mark.text() for n in ("resolve", "connect", "associate")] == [PASS] * 3
+    assert lines["echo"].mark.text() == FAIL
+    assert "calling AE 'STRANGER'" in lines["echo"].detail.text()
+    for name in ("find", "get"):
+        assert lines[name].mark.text() == SKIP
+        assert lines[name].detail.text() == "not reached: the PACS aborted the association"
+    assert dialog.panel.summary.text().startswith("Failed at")
+    assert dialog.panel.contexts.count() > 3 and dialog.panel.copy_button.isEnabled()

@@ -286,7 +286,7 @@ def test_a_pacs_that_refuses_c_get_is_shown_as_failed_with_the_reason(
     reason = details.status.text()
     assert reason.startswith("Refused by the PACS. The PACS aborted the association in answer to the C-GET request")
     assert "it may not allow C-GET for calling AE 'PACSPULL'" in reason
-    assert "ask the PACS admin, or use C-MOVE" in reason
+    assert "ask the PACS admin to allow C-GET for this calling AE (PacsPull retrieves by C-GET, not C-MOVE)" in reason
     assert _tooltip(window, "State") == reason.removeprefix("Refused by the PACS. ")
     assert details.pacs.text() == "C-GET status: none. No response from the PACS (timeout or aborted association)."
     assert details.pacs.property("state") == "failed"

@@ -113,7 +113,34 @@ def test_diagnose_json_for_orthanc_refusing_get(orthanc_factory: Any, capsys: py
     assert all(stages[n]["ok"] for n in ("resolve", "connect", "associate", "echo", "find"))
     assert stages["tls"]["ok"] is None
     assert "did not answer a C-GET" in stages["get"]["detail"]
-    assert "C-MOVE" in stages["get"]["hint"]
+    assert "ask the PACS admin to allow C-GET for this calling AE" in stages["get"]["hint"]
+
+
+def test_diagnose_stops_where_a_pacs_aborts_an_unknown_calling_ae(orthanc_factory: Any,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """An Orthanc that serves registered AEs only accepts a stranger's association and aborts it at the first
+    request. The report says so at that stage, names the calling AE, marks the rest not reached, and
+    never runs a request on the dead association (which raised a traceback before); the registered AE
+    passes every stage."""
+    peer = orthanc_factory(extra_config={
+        "DicomAlwaysAllowEcho": False, "DicomAlwaysAllowFind": False, "DicomAlwaysAllowGet": False,
+        "DicomModalities": {"workstation": ["KNOWN_WS", "127.0.0.1", 104]},
+    })
+    base = ["diagnose", "--host", peer.host, "--port", str(peer.port), "--aet", peer.aet]
+    code = main([*base, "--calling-aet", "STRANGER", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 4 and report["failed_stage"] == "echo"
+    stages = {s["stage"]: s for s in report["stages"]}
+    assert all(stages[n]["ok"] for n in ("resolve", "connect", "associate"))
+    assert "calling AE 'STRANGER'" in stages["echo"]["hint"] and "aborted it" in stages["echo"]["hint"]
+    assert [(stages[n]["ok"], stages[n]["detail"]) for n in ("find", "get")] == [
+        (None, "not reached: the PACS aborted the association")] * 2
+
+    code = main([*base, "--calling-aet", "STRANGER"])
+    out, err = capsys.readouterr()
+    assert code == 4 and "Traceback" not in out + err and "Failed at stage 'echo'." in out
+    assert main([*base, "--calling-aet", "KNOWN_WS", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
 
 
 def test_date_presets_are_real_ranges() -> None:
