@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from pacspull.core import __version__
-from pacspull.core.errors import InvalidInput, PacsPullError
+from pacspull.core.errors import InvalidInput, NotFound, PacsPullError
 from pacspull.core.nodes import (
     DEFAULT_CALLING_AE,
     IDENTITY_TYPES,
@@ -361,7 +361,7 @@ def _get_requests(args: argparse.Namespace, node: Node) -> list[Any]:
                            "every matching study; an empty query would fetch the whole PACS")
     rows = find(node, request).rows
     if not rows:
-        raise InvalidInput("get", "no study matches the query keys")
+        raise NotFound("no study on the PACS matches the query keys", stage="get")
     return [RetrieveRequest(r.study_uid, label=f"{r.patient_name or ''} {r.study_date or ''} "
                             f"{r.description or ''}".strip(), sop_classes=tuple(r.sop_classes or ()),
                             expected=r.instance_count)
@@ -434,7 +434,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 def _print_summary(summary: Any) -> None:
     done = summary.total("completed") + summary.total("warning")
     rate = summary.total("bytes_received") / summary.seconds / 1e6 if summary.seconds else 0.0
-    state = "cancelled: kept" if summary.cancelled else "retrieved"
+    state = "cancelled: kept" if summary.cancelled else "retrieved" if summary.ok else "incomplete: kept"
     print(f"{state} {done} instance(s), {_human_bytes(summary.total('bytes_received'))} in {summary.seconds:.1f} s "
           f"({rate:.1f} MB/s) into {summary.destination}")
     print(f"  failed {summary.total('failed')}, warnings {summary.total('warning')}, "

@@ -50,10 +50,23 @@ class InvalidInput(PacsPullError):
     exit_code = 2
 
     def __init__(self, field: str, rule: str, *, value: object = None) -> None:
-        shown = "" if value is None else f" (got {value!r})"
+        shown = "" if value is None else f" (got {_shown(value)})"
         super().__init__(f"{field}: {rule}{shown}")
         self.field = field
         self.rule = rule
+
+
+def _shown(value: object) -> str:
+    """A refused value as typed: quoted, a backslash as one backslash; escapes only for what cannot print."""
+    if isinstance(value, str) and value.isprintable():
+        return f"'{value}'"
+    return repr(value)
+
+
+class NotFound(PacsPullError):
+    """Nothing on the PACS matches what was asked for."""
+
+    exit_code = 1
 
 
 class ConnectionFailed(PacsPullError):

@@ -102,9 +102,17 @@ class RetrieveRequest:
         return ds
 
     def describe(self) -> str:
-        """Short text for messages."""
-        what = {Level.STUDY: "study", Level.SERIES: "series", Level.IMAGE: "instances"}[self.level]
-        return self.label or f"{what} {self.study_uid}"
+        """Short text for messages: the label, or what is asked for by its UIDs."""
+        if self.label:
+            return self.label
+        study = f"study {self.study_uid}"
+        if self.level is Level.STUDY:
+            return study
+        series = f"series {self.series_uids[0]}" if len(self.series_uids) == 1 else f"{len(self.series_uids)} series"
+        if self.level is Level.SERIES:
+            return f"{series} of {study}"
+        count = len(self.sop_instance_uids)
+        return f"{count} instance{'s' if count != 1 else ''} of {series} of {study}"
 
 
 @dataclass(frozen=True)
@@ -191,6 +199,8 @@ class RequestOutcome:
     # The PACS refused the C-GET itself: it aborted the association in answer to the request, before any
     # sub-operation (Orthanc does this for a calling AE it does not allow to retrieve).
     refused: bool = False
+    # The PACS has nothing the request asks for: planning's C-FIND matched nothing, and nothing came.
+    not_found: bool = False
 
     @property
     def ok(self) -> bool:
@@ -218,6 +228,7 @@ class RequestOutcome:
             "error": self.error,
             "cancelled": self.cancelled,
             "refused": self.refused,
+            "not_found": self.not_found,
         }
 
 
@@ -523,6 +534,8 @@ class _Work:
     identifiers: list[Dataset]
     sop_classes: tuple[str, ...]
     expected: int | None
+    found: bool | None = None  # what planning's C-FIND said: None when it did not ask (or could not)
+    skipped_in_plan: int = 0  # instances already on disk, not asked for
 
 
 class Retrieval:
@@ -548,6 +561,8 @@ class Retrieval:
         self._index = 0
         self._started = 0.0
         self._msg_id = 0
+        self._counted_before: dict[str, int] = {}  # PACS counts of the current request's earlier C-GETs
+        self._stopped = False  # the retrieve cancelled itself (the destination failed): not the user's cancel
         self._last_activity = 0.0  # monotonic time of the last C-STORE received
         self.context_report: list[str] = []
         # What the writer reads from a header (layout and manifest) and what _on_c_store checks; decoding
@@ -602,7 +617,9 @@ class Retrieval:
             ident.StudyInstanceUID = request.study_uid
             for keyword in _RETURN_KEYS:
                 setattr(ident, keyword, "")
-            for ds in self._find(assoc, ident):
+            matches = self._find(assoc, ident)
+            work.found = bool(matches)
+            for ds in matches:
                 classes = ds.get("SOPClassesInStudy") or ()
                 work.sop_classes = tuple(str(c) for c in ([classes] if isinstance(classes, str) else classes))
                 count = ds.get("NumberOfStudyRelatedInstances")
@@ -613,7 +630,12 @@ class Retrieval:
         # List the instances: their classes for the contexts, and which ones the destination lacks.
         instances = self._list_instances(assoc, request)
         if not instances:
+            # A study can match while its instances are not listed (a PACS without IMAGE-level queries);
+            # series and instances are asked for by those very queries.
+            if request.level is not Level.STUDY:
+                work.found = False
             return
+        work.found = True
         work.sop_classes = tuple(dict.fromkeys(c for _, _, c in instances if c)) or work.sop_classes
         work.expected = len(instances)
         if not have_any:
@@ -624,6 +646,7 @@ class Retrieval:
                 missing.setdefault(series_uid, []).append(sop_uid)
             else:
                 work.outcome.skipped += 1
+                work.skipped_in_plan += 1
         work.identifiers = []
         for series_uid, uids in missing.items():
             for start in range(0, len(uids), UID_BATCH):
@@ -725,6 +748,7 @@ class Retrieval:
         except StorageError as exc:
             # Disk full / no permission: answer "out of resources" and stop the retrieve cleanly.
             outcome.error = str(exc)
+            self._stopped = True  # cancelled by us, not by the user: reported as the error it is
             self.cancel.cancel()
             return self._fail(outcome, uid, STORE_OUT_OF_RESOURCES, str(exc))
         except Exception as exc:  # noqa: BLE001 - a handler must never raise into pynetdicom
@@ -760,6 +784,7 @@ class Retrieval:
         last_message = time.monotonic()
         final: Dataset | None = None
         code: int | None = None
+        self._counted_before = dict(outcome.pacs_counts)  # a request may need several C-GETs (a re-fetch)
         with CancelWatcher(assoc, self._msg_id, self.cancel, self.options.cancel_grace,
                            StudyRootQueryRetrieveInformationModelGet) as watcher:
             for status, ident in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet,
@@ -812,20 +837,32 @@ class Retrieval:
                           ("NumberOfWarningSuboperations", "warning")):
             value = status.get(key)
             if value is not None:
-                counts[name] = int(value)
+                counts[name] = int(value) + (self._counted_before.get(name, 0) if name != "remaining" else 0)
         if counts:
             outcome.pacs_counts = counts
         if "remaining" in counts:
             outcome.remaining = counts["remaining"]
 
-    def _check_counts(self, outcome: RequestOutcome) -> None:
-        pacs = outcome.pacs_counts
+    def _check_counts(self, work: _Work) -> None:
+        outcome, pacs = work.outcome, work.outcome.pacs_counts
         if not pacs or outcome.status is None:
             return
-        ours = outcome.completed + outcome.warning + outcome.skipped
+        # What the PACS sent and we answered with success: stored, or already on disk (skipped on arrival).
+        ours = outcome.completed + outcome.warning + outcome.skipped - work.skipped_in_plan
         theirs = pacs.get("completed", 0) + pacs.get("warning", 0)
-        if "completed" in pacs and theirs != ours and not outcome.cancelled:
-            outcome.notes.append(f"the PACS counted {theirs} sub-operation(s) done, we stored {ours}")
+        if "completed" in pacs and theirs != ours and not outcome.cancelled and not self._stopped:
+            outcome.notes.append(f"the PACS counted {theirs} sub-operation(s) done, we received {ours}")
+
+    def _not_found(self, work: _Work) -> None:
+        """Planning's C-FIND matched nothing and the C-GETs brought nothing: say so (a PACS answers such a
+        C-GET with success and no sub-operations, or with a failure), rather than report an empty success."""
+        outcome = work.outcome
+        if (work.found is not False or outcome.cancelled or (outcome.error and outcome.status is None)
+                or outcome.completed + outcome.failed + outcome.warning + outcome.skipped):
+            return
+        answer = f"; the C-GET was answered {outcome.status}" if outcome.status is not None else ""
+        outcome.not_found = True
+        outcome.error = f"not found on the PACS: its C-FIND matched no {outcome.request.describe()}{answer}"
 
     def _run_work(self, assoc: Association, work: _Work) -> None:
         outcome = work.outcome
@@ -856,7 +893,10 @@ class Retrieval:
             elif (outcome.remaining is not None and outcome.status is not None
                   and outcome.status.category is not Category.PENDING):
                 outcome.remaining = 0
-            self._check_counts(outcome)
+            if self._stopped:
+                outcome.cancelled = False  # the C-CANCEL was ours: the outcome's error says why
+            self._check_counts(work)
+            self._not_found(work)
             self._sync(outcome)
             self.listener.progress(self._snapshot(outcome))
             self.listener.request_finished(outcome)
@@ -880,7 +920,8 @@ class Retrieval:
             summary.error = exc
         finally:
             summary.seconds = time.monotonic() - started
-            summary.cancelled = self.cancel.cancelled or any(o.cancelled for o in summary.outcomes)
+            summary.cancelled = not self._stopped and (self.cancel.cancelled
+                                                       or any(o.cancelled for o in summary.outcomes))
             for outcome in summary.outcomes:
                 if not outcome.attempted and summary.error is None:
                     outcome.error = "not attempted (an earlier request ended the association, or cancelled)"
@@ -912,7 +953,7 @@ class Retrieval:
             if outcome.error and outcome.status is None and not outcome.cancelled and outcome.attempted:
                 return ConnectionFailed(outcome.error, stage="get")
         for outcome in summary.outcomes:
-            if (outcome.status is not None and outcome.status.category is Category.FAILURE
+            if (outcome.status is not None and outcome.status.category is Category.FAILURE and not outcome.not_found
                     and outcome.completed == 0 and outcome.status.code != STORE_OUT_OF_RESOURCES
                     and not outcome.failures):
                 return ServiceFailed(f"{outcome.request.describe()}: the PACS refused the C-GET: {outcome.status}",

@@ -133,3 +133,25 @@ def test_rejected_calling_ae_exits_3_with_hint(picky_scp: int, capsys: pytest.Ca
 def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("pacspull 0.")
+
+
+def test_a_refused_value_is_shown_as_typed() -> None:
+    """One backslash stays one backslash (repr doubled it); what cannot print is still escaped."""
+    from pacspull.core.errors import InvalidInput
+
+    assert str(InvalidInput("called AE title", "must not contain a backslash", value="AB\\CD")) == (
+        "called AE title: must not contain a backslash (got 'AB\\CD')")
+    assert str(InvalidInput("patient name", "no control characters", value="a\x00b")).endswith("(got 'a\\x00b')")
+    assert str(InvalidInput("port", "must be 1-65535", value=70000)).endswith("(got 70000)")
+
+
+def test_a_request_describes_itself_by_what_it_asks_for() -> None:
+    from pacspull.core.get import RetrieveRequest
+
+    assert RetrieveRequest("1.2").describe() == "study 1.2"
+    assert RetrieveRequest("1.2", ("1.2.3",)).describe() == "series 1.2.3 of study 1.2"
+    assert RetrieveRequest("1.2", ("1.2.3", "1.2.4")).describe() == "2 series of study 1.2"
+    assert RetrieveRequest("1.2", ("1.2.3",), ("1.2.3.4",)).describe() == "1 instance of series 1.2.3 of study 1.2"
+    assert RetrieveRequest("1.2", ("1.2.3",), ("1.2.3.4", "1.2.3.5")).describe() == (
+        "2 instances of series 1.2.3 of study 1.2")
+    assert RetrieveRequest("1.2", label="Doe^Jane CT").describe() == "Doe^Jane CT"

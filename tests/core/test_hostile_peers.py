@@ -165,7 +165,7 @@ def test_store_handler_answers_garbage_with_cannot_understand(tmp_path: Path) ->
 
 
 def test_absurd_counts_from_the_pacs_do_not_break_progress(tmp_path: Path) -> None:
-    from pacspull.core.get import RequestOutcome
+    from pacspull.core.get import RequestOutcome, _Work
 
     retrieval = Retrieval(node(1), [RetrieveRequest("1.2.3")], StudyWriter(tmp_path))
     outcome = RequestOutcome(RetrieveRequest("1.2.3"))
@@ -180,7 +180,7 @@ def test_absurd_counts_from_the_pacs_do_not_break_progress(tmp_path: Path) -> No
     snap = retrieval._snapshot(outcome)
     assert snap.total == 65536 and snap.eta_seconds is not None and snap.eta_seconds >= 0
     outcome.status = None
-    retrieval._check_counts(outcome)  # no final status: nothing to compare, no crash
+    retrieval._check_counts(_Work(outcome, [], (), None))  # no final status: nothing to compare, no crash
 
 
 # -- A-ABORT at many points ------------------------------------------------------------------------

@@ -134,6 +134,56 @@ def test_series_level_fetches_that_series_only(any_peer: Any, tmp_path: Path, sa
     assert_same_as_samples(dicom_files(tmp_path), sample_root, set(series.instance_uids))
 
 
+def test_a_study_or_series_the_pacs_does_not_have_is_not_found(any_peer: Any, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Not an empty success: whatever the PACS answers such a C-GET (the demo PACS and dcmqrscp success
+    with no sub-operations, Orthanc 0xC000), the request says not found, and the CLI exits 1 (not 4)."""
+    study = MIXED_STUDY.study_instance_uid  # (one that dcmqrscp serves whole)
+    missing_series = RetrieveRequest(study, series_uids=("1.2.3.4.5.6.7.8.9",))
+    summary = Retrieval(node_of(any_peer), [RetrieveRequest("1.2.3.4.5.6.7.8"), missing_series,
+                                            RetrieveRequest(study)], StudyWriter(tmp_path / "api")).run()
+    absent, series, present = summary.outcomes
+    for outcome in (absent, series):
+        assert outcome.not_found and not outcome.ok and outcome.completed == 0
+        assert outcome.error.startswith(f"not found on the PACS: its C-FIND matched no {outcome.request.describe()}")
+    assert series.request.describe() == f"series 1.2.3.4.5.6.7.8.9 of study {study}"
+    assert present.ok and not present.not_found and present.completed == MIXED_STUDY.number_of_instances
+    assert summary.exit_code == 1 and summary.error is None
+
+    node = node_of(any_peer)
+    code = main(["get", "--host", node.host, "--port", str(node.port), "--aet", node.ae_title,
+                 "--study-uid", "1.2.3.4.5.6.7.8", "--out", str(tmp_path / "cli"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report["ok"] is False and report["completed"] == 0
+    assert report["requests"][0]["not_found"] is True and report["error"] is None
+    assert report["requests"][0]["error"].startswith(
+        "not found on the PACS: its C-FIND matched no study 1.2.3.4.5.6.7.8")
+    assert main(["get", "--host", node.host, "--port", str(node.port), "--aet", node.ae_title, "--series-uid",
+                 "1.2.3.4.5.6.7.8.9", "--study-uid", study, "--out", str(tmp_path / "cli")]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("incomplete: kept 0 instance(s)")
+    assert f"  series 1.2.3.4.5.6.7.8.9 of study {study}: 0 stored" in out
+    assert f"    error: not found on the PACS: its C-FIND matched no series 1.2.3.4.5.6.7.8.9 of study {study}" in out
+
+
+def test_a_partial_refetch_counts_what_the_pacs_sent_over_all_its_c_gets(demo: DemoPacs, tmp_path: Path) -> None:
+    """Re-fetching a study with a series and one more file missing asks for them with one C-GET per series;
+    the PACS's counts are added up over those C-GETs, and the instances already on disk are not among
+    what it sent, so the counts agree and no note says otherwise."""
+    writer = StudyWriter(tmp_path)
+    assert Retrieval(node_of(demo), [RetrieveRequest(CT_STUDY.study_instance_uid)], writer).run().ok
+    by_uid = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in dicom_files(tmp_path)}
+    gone = set(CT_STUDY.series[2].instance_uids) | {CT_STUDY.series[1].instance_uids[0]}
+    for uid in gone:
+        by_uid[uid].unlink()
+    summary = Retrieval(node_of(demo), [RetrieveRequest(CT_STUDY.study_instance_uid)], StudyWriter(tmp_path)).run()
+    outcome = summary.outcomes[0]
+    assert summary.ok and (outcome.completed, outcome.skipped) == (len(gone), CT_STUDY.number_of_instances - len(gone))
+    assert outcome.pacs_counts["completed"] == len(gone) and outcome.pacs_counts["remaining"] == 0
+    assert not [n for n in outcome.notes if "the PACS counted" in n], outcome.notes
+    assert len(dicom_files(tmp_path)) == CT_STUDY.number_of_instances
+
+
 def test_mixed_sop_classes_arrive_whole(any_peer: Any, tmp_path: Path, sample_root: Path) -> None:
     summary = Retrieval(node_of(any_peer), [RetrieveRequest(MIXED_STUDY.study_instance_uid)],
                         StudyWriter(tmp_path)).run()
@@ -323,6 +373,8 @@ def test_disk_full_answers_out_of_resources_and_stops(make_slow_demo: Any, tmp_p
     assert outcome.failures[0].status.code == 0xA700
     assert "no space left on device" in (outcome.error or "")
     assert outcome.completed + outcome.failed < CT_STUDY.number_of_instances  # stopped, did not grind on
+    # Stopped by the retrieve itself (its C-CANCEL), not cancelled by the user: the error is what it says.
+    assert not summary.cancelled and not outcome.cancelled and outcome.status.code == 0xFE00
     assert summary.exit_code == 1
     assert not [p for p in tmp_path.rglob("*partial*")]
     # Space freed: the next run completes the study, fetching only what is missing, duplicating nothing.

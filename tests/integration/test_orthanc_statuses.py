@@ -83,11 +83,15 @@ def test_all_sub_operations_failed(orthanc: Any, tmp_path: Path, capsys: pytest.
 
 
 def test_not_found(orthanc: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Orthanc answers a C-GET for a study it does not have with 0xC000: reported as not found (exit 1, as
+    from a PACS that answers success with no sub-operations), its status kept."""
     code, summary = get_json(capsys, orthanc, "1.2.3.4.5.6.7.8.9", tmp_path)
-    assert code == 4
+    assert code == 1 and summary["error"] is None
     request = summary["requests"][0]
     assert request["status"] == 0xC000 and summary["completed"] == summary["failed"] == 0
-    assert "0xC000" in summary["error"] and request["refused"] is False  # it answered: not a refusal
+    assert request["not_found"] is True and request["refused"] is False  # it answered: not a refusal
+    assert request["error"] == ("not found on the PACS: its C-FIND matched no study 1.2.3.4.5.6.7.8.9; the C-GET "
+                                "was answered 0xC000 (failure: unable to process)")
 
 
 def test_cancelled(orthanc: Any, tmp_path: Path) -> None:
