@@ -24,7 +24,7 @@ from pynetdicom.presentation import PresentationContext
 
 from pacspull.core._pynetdicom_compat import install_fast_transport, refused_pdu, wake_response_wait
 from pacspull.core import credentials, tls
-from pacspull.core.errors import AssociationRejected, ConnectionFailed, InvalidInput
+from pacspull.core.errors import AssociationRejected, ConnectionFailed, InvalidInput, PacsPullError, ServiceFailed
 from pacspull.core.nodes import IDENTITY_TYPES, Node
 from pacspull.core.privacy import enable_identifier_logging  # noqa: F401 - re-exported for callers
 from pacspull.core.progress import CancelToken
@@ -332,6 +332,32 @@ def is_open(assoc: Association) -> bool:
     whole ACSE timeout for an answer that cannot come.
     """
     return bool(assoc.is_established) and assoc.dul.state_machine.current_state == "Sta6"
+
+
+def no_final_answer(node: Node, assoc: Association, service: str, since: float, *, answered: bool, stage: str,
+                    timeout_hint: str = "") -> PacsPullError:
+    """Why a request (``service``: "C-ECHO", "C-FIND"...) ended without a final response, told apart by what
+    is known: we aborted on an oversized PDU; the PACS went silent until the timeout (``since``: monotonic
+    time of the request or of its last response); or it aborted. An abort in answer to the request itself
+    (``answered`` False) is how a PACS such as Orthanc refuses a calling AE it does not know."""
+    refused = refused_pdu(assoc)
+    if refused is not None:
+        return AssociationRejected(
+            f"the association with {node.address} ended before an answer to {service} (we aborted it: the PACS "
+            f"sent a PDU of {refused[0]:,} bytes, more than the {refused[1]:,} we accept)",
+            hint="a broken or hostile peer", stage=stage)
+    if time.monotonic() - since >= node.dimse_timeout * 0.9:
+        return ServiceFailed(f"{node.address} sent nothing for {node.dimse_timeout:g} s during the {service}: "
+                             "timed out (association aborted)", hint=timeout_hint, stage=stage)
+    if not answered:
+        calling = node.calling_ae
+        return ServiceFailed(
+            f"{node.address} aborted the association in answer to the {service} request",
+            hint=(f"it probably does not allow calling AE {calling!r} to use {service} (Orthanc does this for an AE "
+                  f"it does not know): ask the PACS admin to register {calling!r} with this computer's address"),
+            stage=stage)
+    return ServiceFailed(f"{node.address} aborted the association during the {service} (or the network "
+                         "connection was lost)", stage=stage)
 
 
 def close(assoc: Association) -> None:

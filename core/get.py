@@ -39,7 +39,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-from pacspull.core._pynetdicom_compat import answer_later, install_fast_transport, lean_find
+from pacspull.core._pynetdicom_compat import answer_later, install_fast_transport, lean_find, refused_pdu
 from pacspull.core.association import (
     CancelWatcher,
     associated,
@@ -801,7 +801,11 @@ class Retrieval:
         outcome.status = describe(code) if code is not None else None
         if code is None:
             silent = time.monotonic() - max(last_message, self._last_activity)
-            if watcher.aborted:
+            oversized = refused_pdu(assoc)
+            if oversized is not None:
+                outcome.error = (f"we aborted the association: the PACS sent a PDU of {oversized[0]:,} bytes, more "
+                                 f"than the {oversized[1]:,} we accept")
+            elif watcher.aborted:
                 outcome.error = (f"the PACS did not end the retrieve within {self.options.cancel_grace:g} s of "
                                  "the cancel request: association aborted")
             elif silent >= self.node.dimse_timeout * 0.9:
@@ -949,6 +953,9 @@ class Retrieval:
 
     def _service_error(self, summary: RetrievalSummary) -> PacsPullError | None:
         """Map the worst request outcome onto the error the CLI reports (exit 3 or 4)."""
+        for outcome in summary.outcomes:
+            if outcome.refused:  # an abort in answer to the C-GET: the service refused, as C-ECHO and C-FIND say
+                return ServiceFailed(outcome.error or "the PACS refused the C-GET", stage="get")
         for outcome in summary.outcomes:
             if outcome.error and outcome.status is None and not outcome.cancelled and outcome.attempted:
                 return ConnectionFailed(outcome.error, stage="get")

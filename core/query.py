@@ -11,6 +11,7 @@ import datetime as dt
 import enum
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -20,7 +21,7 @@ from pydicom.valuerep import PersonName
 from pynetdicom import Association
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from pacspull.core.association import CancelWatcher, associated, build_contexts
+from pacspull.core.association import CancelWatcher, associated, build_contexts, no_final_answer
 from pacspull.core.errors import InvalidInput, ServiceFailed
 from pacspull.core.nodes import Node
 from pacspull.core.progress import CancelToken
@@ -358,6 +359,8 @@ class _Finder:
         rows: list[Any] = []
         stop_sent = False
         cancel = self.cancel or CancelToken()
+        heard = time.monotonic()  # the request, then each response: the PACS's silence counts from there
+        answered = False
         responses = self.assoc.send_c_find(
             identifier, StudyRootQueryRetrieveInformationModelFind, msg_id=self._msg_id
         )
@@ -366,6 +369,8 @@ class _Finder:
             for status, ds in responses:
                 code = int(status.Status) if status is not None and "Status" in status else None
                 info = describe(code)
+                if code is not None:
+                    heard, answered = time.monotonic(), True
                 if info.category is Category.PENDING:
                     if stop_sent or watcher.sent or ds is None:
                         continue
@@ -390,12 +395,10 @@ class _Finder:
                 if code is None:
                     if watcher.sent:
                         break  # cancelled and the PACS stayed silent: the watcher aborted, as asked
-                    raise ServiceFailed(
-                        f"{self.node.address} stopped answering the C-FIND (timeout or aborted association)",
-                        hint="the query may be too broad or the PACS slow: narrow it or raise the timeout "
-                        f"({self.node.dimse_timeout:g} s)",
-                        stage="find",
-                    )
+                    raise no_final_answer(
+                        self.node, self.assoc, "C-FIND", heard, answered=answered, stage="find",
+                        timeout_hint="the query may be too broad or the PACS slow: narrow it or raise the timeout "
+                        f"({self.node.dimse_timeout:g} s)")
                 if 0xA700 <= code <= 0xA7FF:
                     # Some PACS end an over-broad query with "out of resources" after the rows they allow.
                     self.result.capped = True

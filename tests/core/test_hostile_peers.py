@@ -199,7 +199,9 @@ def test_abort_during_get_keeps_what_arrived(after: int, samples_files: list[Pat
     assert time.monotonic() - start < 10
     outcome = summary.outcomes[0]
     assert outcome.completed == after == len([p for p in tmp_path.rglob("*.dcm")])
-    assert summary.exit_code == 3 and "aborted" in (outcome.error or "")
+    # Aborted before any sub-operation is how a PACS refuses the C-GET (exit 4); after some, a lost association.
+    assert outcome.refused == (after == 0) and summary.exit_code == (4 if after == 0 else 3)
+    assert "aborted" in (outcome.error or "")
     assert not [p for p in tmp_path.rglob("*partial*")]
 
 
@@ -217,8 +219,10 @@ def test_abort_during_find_is_a_clear_error(after_rows: int, scp: Callable[..., 
 
     server = scp([(evt.EVT_C_FIND, handle)])
     start = time.monotonic()
-    with pytest.raises(PacsPullError, match="stopped answering the C-FIND"):
+    during = "in answer to the C-FIND request" if after_rows == 0 else "during the C-FIND"
+    with pytest.raises(PacsPullError, match=f"aborted the association {during}") as info:
         find(node(server.port), QueryRequest())
+    assert info.value.exit_code == 4 and ("calling AE 'PACSPULL'" in info.value.hint) == (after_rows == 0)
     assert time.monotonic() - start < 5
 
 

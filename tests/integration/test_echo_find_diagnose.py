@@ -116,23 +116,48 @@ def test_diagnose_json_for_orthanc_refusing_get(orthanc_factory: Any, capsys: py
     assert "ask the PACS admin to allow C-GET for this calling AE" in stages["get"]["hint"]
 
 
+def strict_orthanc(orthanc_factory: Any) -> Any:
+    """An Orthanc that serves only its one registered AE, KNOWN_WS: it accepts anyone's association and
+    aborts it at the first request of an AE it does not know."""
+    return orthanc_factory(extra_config={
+        "DicomAlwaysAllowEcho": False, "DicomAlwaysAllowFind": False, "DicomAlwaysAllowGet": False,
+        "DicomModalities": {"workstation": ["KNOWN_WS", "127.0.0.1", 104]},
+    })
+
+
+@pytest.mark.parametrize("command", ["echo", "find", "get"])
+def test_an_unknown_calling_ae_is_told_as_such_by_every_command(orthanc_factory: Any, command: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a timeout, nor a query too broad: an abort in answer to the request, said the same way with the
+    same exit code (4) by echo, find and get; the registered AE is served."""
+    peer = strict_orthanc(orthanc_factory)
+    args = [command, "--host", peer.host, "--port", str(peer.port), "--aet", peer.aet]
+    if command == "get":
+        args += ["--study-uid", "1.2.3", "--out", str(tmp_path)]
+    code = main([*args, "--calling-aet", "STRANGER"])
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert f"aborted the association in answer to the C-{command.upper()} request" in err
+    assert "calling AE 'STRANGER'" in err and "Traceback" not in err
+    assert "too broad" not in err and "timed out" not in err
+    assert main([*args, "--calling-aet", "KNOWN_WS"]) == (1 if command == "get" else 0)  # (1.2.3: not found)
+
+
 def test_diagnose_stops_where_a_pacs_aborts_an_unknown_calling_ae(orthanc_factory: Any,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """An Orthanc that serves registered AEs only accepts a stranger's association and aborts it at the first
     request. The report says so at that stage, names the calling AE, marks the rest not reached, and
     never runs a request on the dead association (which raised a traceback before); the registered AE
     passes every stage."""
-    peer = orthanc_factory(extra_config={
-        "DicomAlwaysAllowEcho": False, "DicomAlwaysAllowFind": False, "DicomAlwaysAllowGet": False,
-        "DicomModalities": {"workstation": ["KNOWN_WS", "127.0.0.1", 104]},
-    })
+    peer = strict_orthanc(orthanc_factory)
     base = ["diagnose", "--host", peer.host, "--port", str(peer.port), "--aet", peer.aet]
     code = main([*base, "--calling-aet", "STRANGER", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 4 and report["failed_stage"] == "echo"
     stages = {s["stage"]: s for s in report["stages"]}
     assert all(stages[n]["ok"] for n in ("resolve", "connect", "associate"))
-    assert "calling AE 'STRANGER'" in stages["echo"]["hint"] and "aborted it" in stages["echo"]["hint"]
+    assert stages["echo"]["detail"].endswith("aborted the association in answer to the C-ECHO request")
+    assert "calling AE 'STRANGER'" in stages["echo"]["hint"]
     assert [(stages[n]["ok"], stages[n]["detail"]) for n in ("find", "get")] == [
         (None, "not reached: the PACS aborted the association")] * 2
 

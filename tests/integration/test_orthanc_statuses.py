@@ -121,7 +121,7 @@ def test_refused(orthanc_factory: Any, sample_files: list[Path], tmp_path: Path,
     peer = orthanc_factory(allow_get=False)
     peer.load(sample_files[:3])
     code, summary = get_json(capsys, peer, CT.study_instance_uid, tmp_path)
-    assert code == 3
+    assert code == 4  # the service refused, as for C-ECHO and C-FIND
     assert "aborted the association" in summary["error"]
     assert "C-GET" in summary["error"]  # says what the PACS refused, not just "aborted"
     assert [r["refused"] for r in summary["requests"]] == [True]
