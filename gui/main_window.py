@@ -236,7 +236,7 @@ class MainWindow(QMainWindow):
         else:
             text = f"{summary.count:,} {'study' if summary.count == 1 else 'studies'}{where} in {seconds(summary.seconds)}"
         self.statusBar().showMessage(text)
-        self.results.show_summary(summary)
+        self.results.show_summary(summary, self.search.request)
         if summary.count and not summary.cancelled:
             self.retrieve.warm_up()
 

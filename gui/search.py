@@ -33,6 +33,7 @@ class SearchController(QObject):
         self._generation = 0
         self._worker: FindWorker | None = None
         self._node: Node | None = None  # the node the shown results came from
+        self._request: QueryRequest | None = None  # the query they answer
         self._received = 0
         model.seriesRequested.connect(self._fetch_series)
 
@@ -46,11 +47,17 @@ class SearchController(QObject):
         """The node the current results came from."""
         return self._node
 
+    @property
+    def request(self) -> QueryRequest | None:
+        """The query the current results answer."""
+        return self._request
+
     def search(self, node: Node, request: QueryRequest) -> int:
         """Start a query (cancelling one still running); returns its generation."""
         self._stop_current()
         self._generation += 1
         self._node = node
+        self._request = request
         self._received = 0
         self.model.reset(self._generation)
         worker = FindWorker(self._generation, node, request)

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pacspull.core.query import SeriesRow, StudyRow
+from pacspull.core.query import QueryRequest, SeriesRow, StudyRow
 from pacspull.gui.models.study_model import COLUMNS, ROW_ROLE, UID_ROLE, StudyModel, StudyProxyModel
 from pacspull.gui.workers import FindDone
 
@@ -34,6 +34,24 @@ _WIDTH_SAMPLES = {"Patient name": "Yamada, Tarou (山田 太郎) xx", "Patient I
 
 EMPTY_TEXT = ("No results yet.\n\nFill in what you know (or nothing, to list everything) and press Enter.\n"
               "Double-click or press → on a study to see its series.")
+
+
+def no_match_text(request: QueryRequest | None) -> str:
+    """What the empty results say after a search that found nothing: that it ran, and what to loosen."""
+    if request is None:
+        return "No studies match this search."
+    tips = []
+    for label, value in (("name", request.patient_name), ("patient ID", request.patient_id)):
+        if value and "*" not in value and "?" not in value:
+            tips.append(f"The PACS matches the {label} exactly: {value}* finds everything that begins with it.")
+    if request.date is not None:
+        tips.append("Widen the date range, or clear a field, then search again.")
+    elif any((request.patient_name, request.patient_id, request.accession, request.modalities,
+              request.study_description)):
+        tips.append("Clear a field, then search again.")
+    else:
+        tips.append("The PACS lists no study at all for this calling AE.")
+    return "No studies match this search.\n\n" + "\n".join(tips)
 
 
 class ResultsView(QWidget):
@@ -135,8 +153,10 @@ class ResultsView(QWidget):
 
     # -- state shown ------------------------------------------------------------------------------
 
-    def show_summary(self, summary: FindDone) -> None:
-        """After a query: the note about incomplete results (capped, cancelled, PACS warnings)."""
+    def show_summary(self, summary: FindDone, request: QueryRequest | None = None) -> None:
+        """After a query: the note about incomplete results (capped, cancelled, PACS warnings); for a query
+        that found nothing, the empty state says so."""
+        self.empty.setText(no_match_text(request) if not summary.count and not summary.cancelled else EMPTY_TEXT)
         lines = []
         if summary.capped:
             lines.append(f"Showing the first {summary.count:,} studies: the PACS has more. "
@@ -159,6 +179,7 @@ class ResultsView(QWidget):
     def clear_summary(self) -> None:
         """Hide the note (a new search started)."""
         self.note.hide()
+        self.empty.setText(EMPTY_TEXT)
 
     def _update_count(self) -> None:
         total = self.model.study_count()

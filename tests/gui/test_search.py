@@ -44,6 +44,29 @@ def test_typing_a_name_and_enter_fills_exactly_the_expected_rows(qtbot, make_win
     assert window.form.search_button.text() == "Search"
 
 
+def test_a_search_that_finds_nothing_says_so_and_what_to_loosen(qtbot, make_window, peer_node):
+    """Not the "no results yet" of a window that never searched: the search ran, matched nothing, and a
+    name typed without a wildcard is matched exactly (Müller finds no Müller^Jürgen)."""
+    window = make_window(peer_node)
+    from pacspull.gui.widgets.results_view import EMPTY_TEXT
+
+    assert window.results.empty.text() == EMPTY_TEXT
+    _search(qtbot, window, "Müller")
+    assert window.model.studies() == [] and window.results.stack.currentWidget() is window.results.empty
+    text = window.results.empty.text()
+    assert text.startswith("No studies match this search.")
+    assert "The PACS matches the name exactly: Müller* finds everything that begins with it." in text
+    assert window.statusBar().currentMessage().startswith("0 studies from Test PACS")
+
+    window.form.name.clear()
+    _search(qtbot, window, "Müll*")
+    assert window.results.stack.currentWidget() is window.results.tree and len(window.model.studies()) == 2
+    window.form.name.clear()
+    _search(qtbot, window, "Nobody*")
+    assert "matches the name exactly" not in window.results.empty.text()  # it had a wildcard
+    assert window.results.empty.text().startswith("No studies match this search.")
+
+
 def test_empty_search_lists_every_sample_and_renders_non_ascii_names(qtbot, make_window, peer_node):
     window = make_window(peer_node)
     _search(qtbot, window)
