@@ -298,7 +298,7 @@ class MainWindow(QMainWindow):
         self._set_tab_text(self.progress_panel, f"Transfers ({count} active)" if count else "Transfers")
 
     def _log_warnings(self, count: int) -> None:
-        self._set_tab_text(self.log_view, f"Log ({count:,} warnings)" if count else "Log")
+        self._set_tab_text(self.log_view, f"Log ({fmt.plural(count, 'warning')})" if count else "Log")
 
     def _set_tab_text(self, page: QWidget, text: str) -> None:
         # Only on a change: setTabText lays the tab bar out and repaints it even for the same text, and
@@ -369,7 +369,7 @@ class MainWindow(QMainWindow):
             self, "Quit PacsPull?",
             f"{fmt.plural(len(rows), 'transfer')} still running or queued ({fmt.plural(stored, 'image')} "
             "received so far).\n\nQuit and cancel them? The images already received are kept; "
-            "Retry later fetches only what is missing.",
+            "retrieving the same studies again later fetches only what is missing.",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
 

@@ -66,6 +66,13 @@ _WIDTH_SAMPLES = {"Patient": "Yamada, Tarou (山田 太郎)", "Study": "CT Thora
                   "Progress": "1,234 / 1,234 xx", "Speed": "12.3 MB/s", "Elapsed": "1:23:45", "ETA": "1:23:45"}
 
 
+
+def retry_label(row: TransferRow | None) -> str:
+    """The retry button's words for ``row``: a cancelled transfer is resumed, a failed one retried."""
+    if row is not None and row.state is TransferState.CANCELLED:
+        return "Resume"
+    return "Retry failed" if row is None or row.failed else "Retry"
+
 class ProgressDelegate(QStyledItemDelegate):
     """Paints the Progress cell as a progress bar carrying its ``45 / 61`` text."""
 
@@ -169,6 +176,9 @@ class TransferDetails(QWidget):
         # restyles and repaints for nothing.
         self.cancel_button.setEnabled(row is not None and row.can_cancel)
         self.retry_button.setEnabled(row is not None and row.can_retry)
+        retry_text = retry_label(row)
+        if self.retry_button.text() != retry_text:
+            self.retry_button.setText(retry_text)
         self.open_button.setEnabled(row is not None)
         if row is None:
             self.title.setText("Select a transfer to see its details")

@@ -182,6 +182,7 @@ def test_failed_sub_operations_show_their_reason_and_retry_completes_the_study(
     assert all("failures or warnings" in s["Meaning"] for s in shown)
     assert details.issues_caption.text() == "2 failed instances:"
     assert details.retry_button.isEnabled() and not details.cancel_button.isEnabled()
+    assert details.retry_button.text() == "Retry failed"
 
     own_pacs.faults = Faults()
     with qtbot.waitSignal(window.retrieve.rowFinished, timeout=TIMEOUT_MS) as ended:
@@ -237,7 +238,7 @@ def test_cancel_mid_way_shows_cancelled_with_what_was_kept(qtbot, make_window, o
     assert row.message.startswith(f"Cancelled: {row.completed} images kept in {row.folder}")
     assert set(on_disk) <= set(_sample("CT Thorax Übersicht").instance_uids)
     assert not leftovers(_destination())
-    assert details.retry_button.isEnabled()
+    assert details.retry_button.isEnabled() and details.retry_button.text() == "Resume"
 
 
 def test_transfers_run_one_after_another_unless_more_are_allowed(qtbot, make_window, own_pacs, counter):
