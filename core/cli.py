@@ -538,6 +538,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except PacsPullError as exc:
         print(f"pacspull {args.command}: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):  # a script reading stdout gets the failure as JSON too
+            _print_json({"ok": False, "error": exc.message, "stage": exc.stage or None, "hint": exc.hint or None,
+                         "exit_code": exc.exit_code})
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"pacspull {args.command}: cancelled", file=sys.stderr)

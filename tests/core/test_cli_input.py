@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -67,6 +68,29 @@ def test_connection_refused_exits_3_with_stage_and_hint() -> None:
         f"pacspull echo: connect: connection refused by 127.0.0.1:{port} "
         "(nothing listens on that port: check the port number and that the PACS service is running)"
     )
+
+
+@pytest.mark.parametrize("command", [["echo"], ["find"], ["diagnose"], ["get", "--study-uid", "1.2.3"]])
+def test_a_failure_with_json_is_json_on_stdout_too(command: list[str], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A script reading --json output gets a failure as JSON (ok false, the stage, the error), whichever
+    command; people still read the one line on stderr."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = main([command[0], "--host", "127.0.0.1", "--port", str(port), "--aet", "PACS", *command[1:], "--json"]
+                + (["--out", str(tmp_path)] if command[0] == "get" else []))
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert code == 3 and report["ok"] is False
+    if command[0] == "diagnose":  # its report, the failed stage named
+        assert report["failed_stage"] == "connect"
+    elif command[0] == "get":  # its summary, with the error
+        assert "connection refused by 127.0.0.1" in report["error"] and report["completed"] == 0
+    else:
+        assert report["stage"] == "connect" and report["exit_code"] == 3
+        assert report["error"].startswith("connection refused by 127.0.0.1:") and "nothing listens" in report["hint"]
+        assert err.startswith(f"pacspull {command[0]}: connect: connection refused")
 
 
 def test_unresolvable_host_exits_3() -> None:
