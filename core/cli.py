@@ -475,6 +475,10 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         if args.timeout is not None:
             node = node.with_timeout(validate_timeout(args.timeout, "--timeout"))
         node = _with_security(node, args)
+        if node.identity_has_secret and not node.tls and not node.allow_plain_credentials:
+            # Refused now, not at every later use of the node.
+            raise InvalidInput("--user-identity", f"{node.identity} sends a secret: give --tls, or "
+                               "--allow-plain-credentials to send it unencrypted over plain TCP")
         if args.secret_stdin:
             from pacspull.core.credentials import get_secret, store_secret
 

@@ -52,6 +52,19 @@ def test_nodes_add_list_use_test_remove(config: Path, pacs: DemoPacs, capsys: py
     assert code == 2 and "no node named 'Demo'" in err
 
 
+def test_nodes_add_refuses_a_password_it_could_only_send_in_clear(config: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused when added, naming the option and the way out, not at every later use; nothing is saved."""
+    base = ["nodes", "add", "pw", "--host", "127.0.0.1", "--port", "104", "--aet", "PACS"]
+    code, _, err = run(capsys, *base, "--user-identity", "password", "--user", "bob")
+    assert code == 2
+    assert err.strip() == ("pacspull nodes: --user-identity: password sends a secret: give --tls, or "
+                           "--allow-plain-credentials to send it unencrypted over plain TCP")
+    assert not (config / "nodes.json").exists()
+    code, _, _ = run(capsys, *base, "--user-identity", "username", "--user", "bob")  # no secret: plain is fine
+    assert code == 0
+
+
 def test_diagnose_closed_port_fails_at_connect(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
