@@ -181,22 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
     nodes = p.add_subparsers(dest="nodes_command", metavar="ACTION", parser_class=_Parser)
     nodes.required = True
     n = nodes.add_parser("add", help="save a node")
-    n.add_argument("name", metavar="NAME")
-    n.add_argument("--host", metavar="H", required=True)
-    n.add_argument("--port", metavar="P", required=True)
-    n.add_argument("--aet", metavar="CALLED", required=True)
+    n.add_argument("name", metavar="NAME", help="what to call it (--node NAME in the other commands)")
+    n.add_argument("--host", metavar="H", required=True, help="the PACS's host name or IP address")
+    n.add_argument("--port", metavar="P", required=True, help="its DICOM port (1-65535; often 104 or 11112)")
+    n.add_argument("--aet", metavar="CALLED", required=True, help="the PACS's AE title (1-16 characters)")
     n.add_argument("--calling-aet", metavar="AET", default=DEFAULT_CALLING_AE,
-                   help=f"default {DEFAULT_CALLING_AE}")
+                   help=f"this computer's AE title, as the PACS knows it (default {DEFAULT_CALLING_AE})")
     n.add_argument("--timeout", metavar="S", help="all timeouts, in seconds")
     n.add_argument("--replace", action="store_true", help="update the node if it exists")
     _security_options(n)
     n = nodes.add_parser("list", help="list saved nodes")
-    n.add_argument("--json", action="store_true")
+    n.add_argument("--json", action="store_true", help="print them as a JSON array")
     n = nodes.add_parser("remove", help="forget a node")
     n.add_argument("name", metavar="NAME")
     n = nodes.add_parser("test", help="diagnose a saved node")
     n.add_argument("name", metavar="NAME")
-    n.add_argument("--json", action="store_true")
+    n.add_argument("--json", action="store_true", help="print a JSON report")
     return parser
 
 
@@ -508,9 +508,27 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging(verbosity: int, log_identifiers: bool) -> None:
+class _UserFormatter(logging.Formatter):
+    """Without -v, a warning reads like the CLI's other messages: ``pacspull get: warning: ...``."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__()
+        self.command = command
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"pacspull {self.command}: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _configure_logging(verbosity: int, log_identifiers: bool, command: str = "") -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    root = logging.getLogger()
+    if not root.handlers:  # (what logging.basicConfig does; a test runner has its own handlers)
+        handler = logging.StreamHandler(sys.stderr)
+        # -v and up: level and logger name, for whoever debugs
+        handler.setFormatter(_UserFormatter(command) if verbosity == 0
+                             else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
     logging.getLogger("pacspull").setLevel(level)
     # pynetdicom is chatty at INFO; only -vv shows it. Without -v even its errors are ours to report.
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbosity >= 2 else logging.CRITICAL)
@@ -537,7 +555,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (so tests call it directly)."""
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose, args.log_identifiers)
+    _configure_logging(args.verbose, args.log_identifiers, args.command)
     try:
         return COMMANDS[args.command](args)
     except PacsPullError as exc:

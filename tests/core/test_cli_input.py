@@ -179,3 +179,15 @@ def test_a_request_describes_itself_by_what_it_asks_for() -> None:
     assert RetrieveRequest("1.2", ("1.2.3",), ("1.2.3.4", "1.2.3.5")).describe() == (
         "2 instances of series 1.2.3 of study 1.2")
     assert RetrieveRequest("1.2", label="Doe^Jane CT").describe() == "Doe^Jane CT"
+
+
+def test_warnings_read_like_the_other_messages_unless_verbose(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ("get", "--host", "127.0.0.1", "--port", str(port), "--aet", "PACS", "--study-uid", "1.2",
+            "--out", str(tmp_path))
+    plain = run_cli(*args).stderr.splitlines()
+    assert plain[0].startswith("pacspull get: warning: Could not query the PACS before retrieving (connect: ")
+    verbose = run_cli("-v", *args).stderr.splitlines()
+    assert verbose[0].startswith("WARNING pacspull.core.get: Could not query the PACS before retrieving")
