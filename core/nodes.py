@@ -38,7 +38,7 @@ def config_dir() -> Path:
 
 
 def data_dir() -> Path:
-    """The folder for app data: demo PACS samples, default downloads (``PACSPULL_DATA_DIR`` overrides)."""
+    """The folder for app data: demo PACS samples (``PACSPULL_DATA_DIR`` overrides)."""
     override = os.environ.get("PACSPULL_DATA_DIR")
     return Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 

@@ -13,8 +13,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import platformdirs
+
 from pacspull.core.errors import InvalidInput
 from pacspull.core.nodes import (
+    APP_NAME,
     DEFAULT_CALLING_AE,
     config_dir,
     data_dir,
@@ -31,8 +34,12 @@ MAX_PARALLEL_RETRIEVES = 4
 
 
 def default_destination() -> Path:
-    """Where retrieved studies go unless the user chose a folder: ``<data dir>/Downloads``."""
-    return data_dir() / "Downloads"
+    """Where retrieved studies go unless the user chose a folder: ``PacsPull`` in the user's Downloads folder,
+    where a file manager shows it at once (``<data dir>/Downloads`` when ``PACSPULL_DATA_DIR`` moves all
+    PacsPull writes by itself, as tests and portable set-ups do)."""
+    if os.environ.get("PACSPULL_DATA_DIR"):
+        return data_dir() / "Downloads"
+    return Path(platformdirs.user_downloads_dir()) / APP_NAME
 
 
 def validate_destination(value: str | os.PathLike[str], field_name: str = "destination folder") -> Path:

@@ -96,3 +96,19 @@ def test_corrupt_node_book_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(InvalidInput, match="node book: cannot read"):
         NodeBook.load(path)
+
+
+def test_retrieved_studies_go_to_the_users_downloads_folder_by_default(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    """Where a file manager shows them at once (not in a hidden app-data folder); PACSPULL_DATA_DIR, which
+    moves everything PacsPull writes, moves this too."""
+    import platformdirs
+
+    from pacspull.core.settings import AppSettings, default_destination
+
+    monkeypatch.delenv("PACSPULL_DATA_DIR", raising=False)
+    monkeypatch.setattr(platformdirs, "user_downloads_dir", lambda: str(tmp_path / "Downloads"))
+    assert default_destination() == tmp_path / "Downloads" / "PacsPull"
+    assert AppSettings().destination == tmp_path / "Downloads" / "PacsPull"
+    monkeypatch.setenv("PACSPULL_DATA_DIR", str(tmp_path / "data"))
+    assert default_destination() == tmp_path / "data" / "Downloads"
