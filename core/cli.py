@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from pacspull.core import __version__
-from pacspull.core.errors import InvalidInput, NotFound, PacsPullError
+from pacspull.core.errors import ConnectionFailed, InvalidInput, NotFound, PacsPullError
 from pacspull.core.nodes import (
     DEFAULT_CALLING_AE,
+    DEMO_NODE_NAME,
     IDENTITY_TYPES,
     Node,
     NodeBook,
@@ -559,6 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except PacsPullError as exc:
+        if isinstance(exc, ConnectionFailed) and getattr(args, "node", None) == DEMO_NODE_NAME:
+            exc.hint = (f"the {DEMO_NODE_NAME!r} node is the demo PACS inside the PacsPull window, which runs only "
+                        "while the window is open; 'pacspull demo-pacs' starts one of its own")
         print(f"pacspull {args.command}: {exc}", file=sys.stderr)
         if getattr(args, "json", False):  # a script reading stdout gets the failure as JSON too
             _print_json({"ok": False, "error": exc.message, "stage": exc.stage or None, "hint": exc.hint or None,

@@ -101,3 +101,20 @@ def test_find_failure_status_exits_4(pacs: DemoPacs, capsys: pytest.CaptureFixtu
     pacs.faults = Faults(find_status=0xC000)
     code, _, err = run(capsys, "find", "--host", pacs.host, "--port", str(pacs.port), "--aet", pacs.ae_title)
     assert code == 4 and "refused the C-FIND: 0xC000" in err
+
+
+def test_the_windows_demo_node_without_the_window_says_where_its_pacs_is(config: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The window saves its demo node in the shared nodes.json; with the window closed nothing listens there,
+    and the CLI says why and what to run instead."""
+    from pacspull.core.nodes import DEMO_NODE_NAME, Node, NodeBook
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    book = NodeBook.load()
+    book.put(Node(name=DEMO_NODE_NAME, ae_title="PACSPULL_DEMO", host="127.0.0.1", port=port))
+    book.save()
+    code, _, err = run(capsys, "echo", "--node", DEMO_NODE_NAME)
+    assert code == 3 and "connection refused" in err
+    assert "runs only while the window is open; 'pacspull demo-pacs' starts one of its own" in err
