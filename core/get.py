@@ -861,8 +861,16 @@ class Retrieval:
         """Planning's C-FIND matched nothing and the C-GETs brought nothing: say so (a PACS answers such a
         C-GET with success and no sub-operations, or with a failure), rather than report an empty success."""
         outcome = work.outcome
-        if (work.found is not False or outcome.cancelled or (outcome.error and outcome.status is None)
+        if (outcome.cancelled or (outcome.error and outcome.status is None)
                 or outcome.completed + outcome.failed + outcome.warning + outcome.skipped):
+            return
+        if work.found is None:  # planning did not ask: what the caller's own search listed, if anything
+            if (work.expected and not outcome.error and outcome.status is not None
+                    and outcome.status.category is Category.SUCCESS):
+                outcome.error = (f"the PACS sent nothing: {work.expected} instance(s) were listed, and its C-GET "
+                                 f"ended {outcome.status} without a single sub-operation")
+            return
+        if work.found:
             return
         answer = f"; the C-GET was answered {outcome.status}" if outcome.status is not None else ""
         outcome.not_found = True

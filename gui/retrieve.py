@@ -253,7 +253,7 @@ class RetrieveQueue(QObject):
             row, state=TransferState.RUNNING, generation=self._generation, runs=row.runs + 1,
             completed=0, failed=0, warning=0, skipped=0, bytes_received=0, elapsed=0.0, eta=None,
             remaining=row.request.expected if row.runs == 0 else None, failures=(), warnings=(),
-            message="", notes=(), status=None, pacs_counts=(), refused=False))
+            message="", notes=(), status=None, pacs_counts=(), refused=False, not_found=False))
         # With more waiting, the next transfer's child process starts while this one runs (SPARES).
         worker.prestart_next = any(r.state is TransferState.QUEUED for r in self.model.rows())
         self.workerStarted.emit(worker)  # before the thread starts, so no event can be missed
@@ -353,6 +353,7 @@ def _finished_row(row: TransferRow, run: _Run, summary: RetrievalSummary) -> Tra
                        remaining=outcome.remaining, failures=tuple(outcome.failures),
                        warnings=tuple(outcome.warnings), notes=tuple(outcome.notes),
                        pacs_counts=tuple(outcome.pacs_counts.items()), refused=outcome.refused,
+                       not_found=outcome.not_found,
                        # A C-GET that got no final answer (aborted, timed out) says so: code -1, "none".
                        status=outcome.status or (describe(None) if outcome.attempted else None))
     else:
@@ -367,6 +368,8 @@ def _finished_row(row: TransferRow, run: _Run, summary: RetrievalSummary) -> Tra
         return ended.with_state(TransferState.CANCELLED,
                                 message=f"Cancelled: {fmt.plural(ended.kept, 'image')} kept{where}.")
     error = outcome.error if outcome is not None and outcome.error else None
+    if outcome is not None and outcome.not_found:
+        return ended.with_state(TransferState.FAILED, message=_sentence(outcome.error or "not found on the PACS"))
     if summary.error is not None and not ended.kept:
         text = summary.error.message + (f" ({summary.error.hint})" if summary.error.hint else "")
         return ended.with_state(TransferState.FAILED, message=_sentence(text))

@@ -25,6 +25,7 @@ from pacspull.gui import formatting as fmt
 from pacspull.gui.models.columns import header_data
 
 REFUSED = "Refused by the PACS"  # the State of a failed transfer whose C-GET the PACS refused
+NOT_FOUND = "Not on the PACS"  # the State of a failed transfer whose study or series the PACS does not have
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1  # the TransferRow (or Issue) behind an index
 FRACTION_ROLE = Qt.ItemDataRole.UserRole + 2  # progress 0..1 as a float, -1.0 when the total is unknown
 
@@ -95,6 +96,7 @@ class TransferRow:
     status: StatusInfo | None = None
     pacs_counts: tuple[tuple[str, int], ...] = ()  # ("completed", 60), ("failed", 1), ...
     refused: bool = False  # the PACS refused the C-GET itself (core's RequestOutcome.refused)
+    not_found: bool = False  # the PACS has none of it (core's RequestOutcome.not_found)
     runs: int = 0  # 1 after the first start, 2 after a retry...
     generation: int = 0  # of the worker running it (0: none yet)
 
@@ -156,6 +158,8 @@ class TransferRow:
             return f"Cancelled, {self.kept:,} kept"
         if state is TransferState.FAILED and self.refused:
             return REFUSED
+        if state is TransferState.FAILED and self.not_found:
+            return NOT_FOUND
         return state.value
 
     def progress_text(self) -> str:

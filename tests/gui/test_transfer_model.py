@@ -214,3 +214,19 @@ def test_settings_dialog_sets_how_many_transfers_run_at_once(qtbot, make_window,
     again = make_window()
     assert again.context.parallel_retrieves == 3 and again.retrieve.parallel == 3
     assert again.results.retrieve_button.text() == "Retrieve" and not again.results.retrieve_button.isEnabled()
+
+
+def test_a_transfer_the_pacs_has_nothing_of_ends_not_on_the_pacs() -> None:
+    """A retrieve that ends not found (core's RequestOutcome.not_found) is a failed transfer that says so,
+    not an "Incomplete" one that a retry could complete."""
+    from pacspull.core.get import RequestOutcome, RetrievalSummary
+    from pacspull.gui.retrieve import _finished_row, _Run
+
+    row = _row(1, state=TransferState.RUNNING)
+    outcome = RequestOutcome(row.request, status=describe(0xC000), attempted=True, not_found=True,
+                             error="not found on the PACS: its C-FIND matched no study 1.2.3.1; the C-GET was "
+                                   "answered 0xC000 (failure: unable to process)")
+    ended = _finished_row(row, _Run(None, row.id), RetrievalSummary(str(DEST), [outcome]))  # type: ignore[arg-type]
+    assert ended.state is TransferState.FAILED and ended.state_text() == "Not on the PACS"
+    assert ended.message == ("Not found on the PACS: its C-FIND matched no study 1.2.3.1; the C-GET was answered "
+                             "0xC000 (failure: unable to process).")

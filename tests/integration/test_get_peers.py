@@ -140,14 +140,21 @@ def test_a_study_or_series_the_pacs_does_not_have_is_not_found(any_peer: Any, tm
     with no sub-operations, Orthanc 0xC000), the request says not found, and the CLI exits 1 (not 4)."""
     study = MIXED_STUDY.study_instance_uid  # (one that dcmqrscp serves whole)
     missing_series = RetrieveRequest(study, series_uids=("1.2.3.4.5.6.7.8.9",))
+    # As the window asks: classes and count known from its own search, so planning asks nothing.
+    listed = RetrieveRequest("1.2.3.4.5.6.7.8", sop_classes=(samples.CT_IMAGE_STORAGE,), expected=5)
     summary = Retrieval(node_of(any_peer), [RetrieveRequest("1.2.3.4.5.6.7.8"), missing_series,
                                             RetrieveRequest(study)], StudyWriter(tmp_path / "api")).run()
     absent, series, present = summary.outcomes
+    vanished = Retrieval(node_of(any_peer), [listed], StudyWriter(tmp_path / "api")).run().outcomes[0]
     for outcome in (absent, series):
         assert outcome.not_found and not outcome.ok and outcome.completed == 0
         assert outcome.error.startswith(f"not found on the PACS: its C-FIND matched no {outcome.request.describe()}")
     assert series.request.describe() == f"series 1.2.3.4.5.6.7.8.9 of study {study}"
     assert present.ok and not present.not_found and present.completed == MIXED_STUDY.number_of_instances
+    assert not vanished.ok and vanished.completed == 0 and not vanished.not_found  # (no C-FIND to prove it)
+    assert vanished.error in ("the PACS sent nothing: 5 instance(s) were listed, and its C-GET ended 0x0000 (success) "
+                              "without a single sub-operation", "the PACS failed the C-GET: 0xC000 (failure: unable "
+                              "to process)"), vanished.error
     assert summary.exit_code == 1 and summary.error is None
 
     node = node_of(any_peer)
