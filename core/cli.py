@@ -139,8 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        # Also after the command (`pacspull get ... -v`), adding to any -v before it.
+        p.add_argument("-v", "--verbose", action="count", dest="sub_verbose", default=0,
+                       help="-v: association events; -vv: pynetdicom debug (no patient data)")
+        return p
 
     p = command("echo", "C-ECHO the PACS: is it there and does it accept us?")
     _connection_options(p)
@@ -556,6 +560,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (so tests call it directly)."""
     args = build_parser().parse_args(argv)
+    args.verbose += getattr(args, "sub_verbose", 0)
     _configure_logging(args.verbose, args.log_identifiers, args.command)
     try:
         return COMMANDS[args.command](args)
