@@ -209,9 +209,10 @@ def _pump(process: subprocess.Popen[bytes], lines: queue.Queue[str]) -> None:
         lines.put(_text(raw))
 
 
-def _settled_libraries(process: subprocess.Popen[bytes], quiet_s: float = 0.5) -> set[str]:
-    """The shared objects ``process`` has mapped once its start is over (no new mapping for ``quiet_s``:
-    it waits for work); Linux only."""
+def _settled_libraries(process: subprocess.Popen[bytes], quiet_s: float = 0.5, after: str = "/_ssl.") -> set[str]:
+    """The shared objects ``process`` has mapped once its start is over: ``after`` (a library its own imports
+    load, pynetdicom's ssl: the runtime hooks ran long before) is mapped, and nothing new for ``quiet_s``
+    (it waits for work); Linux only."""
     maps = Path(f"/proc/{process.pid}/maps")
     seen: set[str] = set()
     quiet_since = time.monotonic()
@@ -222,7 +223,7 @@ def _settled_libraries(process: subprocess.Popen[bytes], quiet_s: float = 0.5) -
         now = {line.split()[-1] for line in maps.read_text().splitlines() if ".so" in line}
         if now != seen:
             seen, quiet_since = now, time.monotonic()
-        elif time.monotonic() - quiet_since >= quiet_s:
+        elif time.monotonic() - quiet_since >= quiet_s and any(after in lib for lib in seen):
             return seen
         time.sleep(0.05)
     raise SmokeFailure(f"{process.args} was still starting after {TIMEOUT_S} s")

@@ -91,7 +91,7 @@ from pynetdicom import _handlers
 from pynetdicom import association as _association_module
 from pynetdicom import dul as _dul_module
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_STORE
-from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.pdu_primitives import A_ABORT, P_DATA
 
 from pacspull.core.dimse_wire import (
     C_FIND_RSP,
@@ -835,6 +835,28 @@ _REFUSED_ATTR = "_pacspull_refused_pdu"
 def refused_pdu(assoc: Association) -> tuple[int, int] | None:
     """(declared length, our limit) if the fast transport aborted ``assoc`` over an oversized PDU."""
     return getattr(assoc, _REFUSED_ATTR, None)
+
+
+_PEER_ABORT_ATTR = "_pacspull_peer_aborted"
+
+
+def note_acse_primitive(assoc: Association, primitive: Any) -> None:
+    """EVT_ACSE_RECV: remember an A-ABORT from the peer (pynetdicom consumes it before anyone can look)."""
+    if isinstance(primitive, A_ABORT):
+        setattr(assoc, _PEER_ABORT_ATTR, True)
+
+
+def how_it_ended(assoc: Association) -> str:
+    """Who ended ``assoc``: "ours" (we aborted it: a DIMSE timeout, a malformed or unexpected answer, an
+    oversized PDU), "peer" (the PACS sent A-ABORT), "lost" (the connection closed without one), or
+    "open" when it has not ended."""
+    if refused_pdu(assoc) is not None or assoc._sent_abort:
+        return "ours"
+    if getattr(assoc, _PEER_ABORT_ATTR, False) or assoc.acse.is_aborted("a-abort"):
+        return "peer"
+    if assoc.is_established and assoc.dul.state_machine.current_state == "Sta6":
+        return "open"
+    return "lost"
 
 
 def _fast_recv(asock: Any, quickack: bool, limit: int = PDU_UNLIMITED_CAP,

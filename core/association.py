@@ -22,7 +22,13 @@ from pynetdicom import AE, Association, build_context, evt
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.presentation import PresentationContext
 
-from pacspull.core._pynetdicom_compat import install_fast_transport, refused_pdu, wake_response_wait
+from pacspull.core._pynetdicom_compat import (
+    how_it_ended,
+    install_fast_transport,
+    note_acse_primitive,
+    refused_pdu,
+    wake_response_wait,
+)
 from pacspull.core import credentials, tls
 from pacspull.core.errors import AssociationRejected, ConnectionFailed, InvalidInput, PacsPullError, ServiceFailed
 from pacspull.core.nodes import IDENTITY_TYPES, Node
@@ -211,6 +217,7 @@ class _Watch:
 
     def on_acse_recv(self, event: evt.Event) -> None:
         self.response = event.primitive
+        note_acse_primitive(event.assoc, event.primitive)  # (an A-ABORT later on: the PACS ended it)
 
     def handlers(self) -> list[tuple[Any, Any]]:
         return [(evt.EVT_CONN_OPEN, self.on_conn_open), (evt.EVT_ACSE_RECV, self.on_acse_recv)]
@@ -335,29 +342,37 @@ def is_open(assoc: Association) -> bool:
 
 
 def no_final_answer(node: Node, assoc: Association, service: str, since: float, *, answered: bool, stage: str,
-                    timeout_hint: str = "") -> PacsPullError:
-    """Why a request (``service``: "C-ECHO", "C-FIND"...) ended without a final response, told apart by what
-    is known: we aborted on an oversized PDU; the PACS went silent until the timeout (``since``: monotonic
-    time of the request or of its last response); or it aborted. An abort in answer to the request itself
-    (``answered`` False) is how a PACS such as Orthanc refuses a calling AE it does not know."""
+                    timeout_hint: str = "", refusal_hint: str = "") -> PacsPullError:
+    """Why a request (``service``: "C-ECHO", "C-FIND"...) ended without a final response, from who ended the
+    association (``how_it_ended``) and when: we aborted it on an oversized PDU, or on a timeout (``since``:
+    monotonic time of the request or of its last response), or on an answer pynetdicom could not take; the
+    PACS aborted it, which in answer to the request itself (``answered`` False) is how a PACS such as
+    Orthanc refuses a calling AE it does not know; or the connection closed."""
     refused = refused_pdu(assoc)
     if refused is not None:
         return AssociationRejected(
             f"the association with {node.address} ended before an answer to {service} (we aborted it: the PACS "
             f"sent a PDU of {refused[0]:,} bytes, more than the {refused[1]:,} we accept)",
             hint="a broken or hostile peer", stage=stage)
-    if time.monotonic() - since >= node.dimse_timeout * 0.9:
-        return ServiceFailed(f"{node.address} sent nothing for {node.dimse_timeout:g} s during the {service}: "
-                             "timed out (association aborted)", hint=timeout_hint, stage=stage)
-    if not answered:
+    ended = how_it_ended(assoc)
+    if ended == "peer":
+        if answered:
+            return ServiceFailed(f"{node.address} aborted the association during the {service}", stage=stage)
         calling = node.calling_ae
         return ServiceFailed(
             f"{node.address} aborted the association in answer to the {service} request",
-            hint=(f"it probably does not allow calling AE {calling!r} to use {service} (Orthanc does this for an AE "
-                  f"it does not know): ask the PACS admin to register {calling!r} with this computer's address"),
+            hint=refusal_hint or (f"it probably does not allow calling AE {calling!r} to use {service} (Orthanc "
+                                  f"does this for an AE it does not know): ask the PACS admin to register "
+                                  f"{calling!r} with this computer's address"),
             stage=stage)
-    return ServiceFailed(f"{node.address} aborted the association during the {service} (or the network "
-                         "connection was lost)", stage=stage)
+    if time.monotonic() - since >= node.dimse_timeout * 0.9:
+        return ServiceFailed(f"{node.address} sent nothing for {node.dimse_timeout:g} s during the {service}: "
+                             "timed out (association aborted)", hint=timeout_hint, stage=stage)
+    if ended == "ours":
+        return ServiceFailed(f"we aborted the association: {node.address}'s answer to the {service} was malformed "
+                             "or not one that can come then (-v logs it)", stage=stage)
+    return ConnectionFailed(f"the connection to {node.address} closed during the {service}, without an A-ABORT",
+                            hint="the PACS stopped or the network dropped the connection", stage=stage)
 
 
 def close(assoc: Association) -> None:

@@ -185,7 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("nodes", "manage saved nodes")
     nodes = p.add_subparsers(dest="nodes_command", metavar="ACTION", parser_class=_Parser)
     nodes.required = True
-    n = nodes.add_parser("add", help="save a node")
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        n = nodes.add_parser(name, help=help_text)
+        n.add_argument("-v", "--verbose", action="count", dest="sub_verbose", default=argparse.SUPPRESS,
+                       help="-v: association events; -vv: pynetdicom debug (no patient data)")
+        return n
+
+    n = action("add", "save a node")
     n.add_argument("name", metavar="NAME", help="what to call it (--node NAME in the other commands)")
     n.add_argument("--host", metavar="H", required=True, help="the PACS's host name or IP address")
     n.add_argument("--port", metavar="P", required=True, help="its DICOM port (1-65535; often 104 or 11112)")
@@ -195,11 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--timeout", metavar="S", help="all timeouts, in seconds")
     n.add_argument("--replace", action="store_true", help="update the node if it exists")
     _security_options(n)
-    n = nodes.add_parser("list", help="list saved nodes")
+    n = action("list", "list saved nodes")
     n.add_argument("--json", action="store_true", help="print them as a JSON array")
-    n = nodes.add_parser("remove", help="forget a node")
+    n = action("remove", "forget a node")
     n.add_argument("name", metavar="NAME")
-    n = nodes.add_parser("test", help="diagnose a saved node")
+    n = action("test", "diagnose a saved node")
     n.add_argument("name", metavar="NAME")
     n.add_argument("--json", action="store_true", help="print a JSON report")
     return parser
@@ -431,6 +438,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         _print_json(summary.to_json())
     else:
         _print_summary(summary)
+    if summary.error is not None:
+        _explain_demo_node(args, summary.error)
     if summary.error is not None and not args.json:
         print(f"pacspull get: {summary.error}", file=sys.stderr)
     return summary.exit_code
@@ -521,7 +530,8 @@ class _UserFormatter(logging.Formatter):
         self.command = command
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"pacspull {self.command}: {record.levelname.lower()}: {record.getMessage()}"
+        text = f"pacspull {self.command}: {record.levelname.lower()}: {record.getMessage()}"
+        return text + "\n" + self.formatException(record.exc_info) if record.exc_info else text
 
 
 def _configure_logging(verbosity: int, log_identifiers: bool, command: str = "") -> None:
@@ -565,9 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except PacsPullError as exc:
-        if isinstance(exc, ConnectionFailed) and getattr(args, "node", None) == DEMO_NODE_NAME:
-            exc.hint = (f"the {DEMO_NODE_NAME!r} node is the demo PACS inside the PacsPull window, which runs only "
-                        "while the window is open; 'pacspull demo-pacs' starts one of its own")
+        _explain_demo_node(args, exc)
         print(f"pacspull {args.command}: {exc}", file=sys.stderr)
         if getattr(args, "json", False):  # a script reading stdout gets the failure as JSON too
             _print_json({"ok": False, "error": exc.message, "stage": exc.stage or None, "hint": exc.hint or None,
@@ -576,6 +584,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pacspull {args.command}: cancelled", file=sys.stderr)
         return 1
+
+
+def _explain_demo_node(args: argparse.Namespace, exc: PacsPullError) -> None:
+    """The window saves its demo node in the shared nodes.json; with the window closed nothing listens there."""
+    if isinstance(exc, ConnectionFailed) and getattr(args, "node", None) == DEMO_NODE_NAME:
+        exc.hint = (f"the {DEMO_NODE_NAME!r} node is the demo PACS inside the PacsPull window, which runs only "
+                    "while the window is open; 'pacspull demo-pacs' starts one of its own")
 
 
 def run() -> NoReturn:

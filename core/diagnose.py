@@ -29,11 +29,13 @@ from pacspull.core.association import (
     close,
     context_results,
     is_open,
+    no_final_answer,
     open_association,
     resolve,
     tcp_probe,
 )
 from pacspull.core import tls
+from pacspull.core._pynetdicom_compat import how_it_ended
 from pacspull.core.contexts import DEFAULT_STORAGE_CLASSES, MAX_CONTEXTS, storage_contexts
 from pacspull.core.echo import send_echo
 from pacspull.core.errors import ALLOW_C_GET, PacsPullError
@@ -98,11 +100,7 @@ class _Run:
         self.report = DiagnoseReport(node)
         self.on_stage = on_stage
         self.assoc: Association | None = None  # once associated
-
-    @property
-    def aborted(self) -> bool:
-        """The association was accepted and is gone: the PACS (or the network) ended it."""
-        return self.assoc is not None and not is_open(self.assoc)
+        self.ended: str | None = None  # how the association ended, once it has (how_it_ended, or "error")
 
     def record(self, result: StageResult) -> StageResult:
         self.report.stages.append(result)
@@ -120,10 +118,15 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - the report must still come out, naming the stage
             LOG.exception("diagnose: the %s stage failed unexpectedly", name)
             message, hint = f"unexpected error: {exc}", ""
+            if self.assoc is not None and is_open(self.assoc):
+                self.assoc.abort()  # its answers may still be coming: no later stage can trust it
+                self.ended = "error"
         else:
+            self._note_end()
             self.record(StageResult(name, True, time.perf_counter() - start, detail))
             return True
-        if self.aborted and not hint:  # (a stage's own hint knows better)
+        self._note_end()
+        if self.ended == "peer" and not hint:  # (a stage's own hint knows better)
             calling = self.report.node.calling_ae
             hint = (f"the PACS accepted the association, then aborted it at this request: it probably does not allow "
                     f"calling AE {calling!r} to use this service (ask the PACS admin to register {calling!r} with "
@@ -131,9 +134,17 @@ class _Run:
         self.record(StageResult(name, False, time.perf_counter() - start, message, hint))
         return False
 
+    def _note_end(self) -> None:
+        if self.assoc is not None and self.ended is None and (ended := how_it_ended(self.assoc)) != "open":
+            self.ended = ended
+
     def skip_rest(self) -> None:
         done = {s.name for s in self.report.stages}
-        why = "not reached: the PACS aborted the association" if self.aborted else "not reached"
+        why = {"peer": "not reached: the PACS aborted the association",
+               "ours": "not reached: we aborted the association (see the stage above)",
+               "lost": "not reached: the connection closed",
+               "error": "not reached: the association was aborted after the unexpected error"}.get(
+                   self.ended or "", "not reached")
         for name in STAGES:
             if name not in done:
                 self.record(StageResult(name, None, 0.0, why))
@@ -173,7 +184,7 @@ def diagnose(node: Node, *, on_stage: Callable[[StageResult], None] | None = Non
         if ok:
             assoc = holder["assoc"]
             for name, service in (("echo", _echo), ("find", _find), ("get", _get)):
-                if run.aborted:
+                if run.ended:
                     break  # nothing more can be asked on this association
                 run.stage(name, functools.partial(service, assoc, node, run.report))
     finally:
@@ -207,8 +218,11 @@ def _find(assoc: Association, node: Node, report: DiagnoseReport) -> str:
                             hint="this PACS cannot be searched with Study Root queries")
     identifier = build_identifier(QueryRequest(), Level.STUDY)
     rows = 0
+    heard, answered = time.monotonic(), False
     for status, ds in assoc.send_c_find(identifier, uid, msg_id=11):
         code = int(status.Status) if status is not None and "Status" in status else None
+        if code is not None:
+            heard, answered = time.monotonic(), True
         info = describe(code)
         if info.category is Category.PENDING:
             if ds is not None:
@@ -221,8 +235,7 @@ def _find(assoc: Association, node: Node, report: DiagnoseReport) -> str:
         if info.category in (Category.SUCCESS, Category.CANCEL):
             return f"Study Root C-FIND works ({'at least one study' if rows else 'no studies'} found)"
         if code is None:
-            raise PacsPullError("no answer to the C-FIND (timeout or aborted association)",
-                                hint="the PACS may not allow queries from this calling AE")
+            raise no_final_answer(node, assoc, "C-FIND", heard, answered=answered, stage="")
         raise PacsPullError(f"the PACS answered the C-FIND with {info}")
     raise PacsPullError("the C-FIND ended without a final status")
 
@@ -244,13 +257,12 @@ def _get(assoc: Association, node: Node, report: DiagnoseReport) -> str:
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = generate_uid()
     final = None
+    asked = time.monotonic()
     for status, _ in assoc.send_c_get(identifier, uid, msg_id=21):
         final = int(status.Status) if status is not None and "Status" in status else None
     if final is None:
-        raise PacsPullError(
-            "the PACS did not answer a C-GET request (it aborted or timed out)",
-            hint="Orthanc does this when C-GET is not allowed for this calling AE; " + hint,
-        )
+        raise no_final_answer(node, assoc, "C-GET", asked, answered=False, stage="",
+                              refusal_hint=f"Orthanc does this when C-GET is not allowed for this calling AE; {hint}")
     info = describe(final)
     if info.category is Category.FAILURE and final not in (0xA900, 0xC000):
         raise PacsPullError(f"the PACS answered a test C-GET with {info}", hint=hint)

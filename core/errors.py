@@ -58,7 +58,7 @@ class InvalidInput(PacsPullError):
 
 def _shown(value: object) -> str:
     """A refused value as typed: quoted, a backslash as one backslash; escapes only for what cannot print."""
-    if isinstance(value, str) and value.isprintable():
+    if isinstance(value, str) and value.isprintable() and "'" not in value:
         return f"'{value}'"
     return repr(value)
 

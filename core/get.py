@@ -39,7 +39,13 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-from pacspull.core._pynetdicom_compat import answer_later, install_fast_transport, lean_find, refused_pdu
+from pacspull.core._pynetdicom_compat import (
+    answer_later,
+    how_it_ended,
+    install_fast_transport,
+    lean_find,
+    refused_pdu,
+)
 from pacspull.core.association import (
     CancelWatcher,
     associated,
@@ -563,6 +569,7 @@ class Retrieval:
         self._msg_id = 0
         self._counted_before: dict[str, int] = {}  # PACS counts of the current request's earlier C-GETs
         self._stopped = False  # the retrieve cancelled itself (the destination failed): not the user's cancel
+        self._answered_gets = 0  # C-GETs answered on the current association
         self._last_activity = 0.0  # monotonic time of the last C-STORE received
         self.context_report: list[str] = []
         # What the writer reads from a header (layout and manifest) and what _on_c_store checks; decoding
@@ -748,7 +755,8 @@ class Retrieval:
         except StorageError as exc:
             # Disk full / no permission: answer "out of resources" and stop the retrieve cleanly.
             outcome.error = str(exc)
-            self._stopped = True  # cancelled by us, not by the user: reported as the error it is
+            if not self.cancel.cancelled:  # (a user's cancel stays the user's)
+                self._stopped = True  # cancelled by us, not by the user: reported as the error it is
             self.cancel.cancel()
             return self._fail(outcome, uid, STORE_OUT_OF_RESOURCES, str(exc))
         except Exception as exc:  # noqa: BLE001 - a handler must never raise into pynetdicom
@@ -785,12 +793,16 @@ class Retrieval:
         final: Dataset | None = None
         code: int | None = None
         self._counted_before = dict(outcome.pacs_counts)  # a request may need several C-GETs (a re-fetch)
+        answered = False  # any response to this C-GET
         with CancelWatcher(assoc, self._msg_id, self.cancel, self.options.cancel_grace,
                            StudyRootQueryRetrieveInformationModelGet) as watcher:
             for status, ident in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet,
                                                   msg_id=self._msg_id):
                 code = _status_code(status)
                 if code is not None:
+                    if not answered:
+                        self._answered_gets += 1
+                    answered = True
                     self._pacs_counts(outcome, status)
                 if code is not None and describe(code).category is Category.PENDING:
                     last_message = time.monotonic()
@@ -802,6 +814,7 @@ class Retrieval:
         if code is None:
             silent = time.monotonic() - max(last_message, self._last_activity)
             oversized = refused_pdu(assoc)
+            ended = how_it_ended(assoc)
             if oversized is not None:
                 outcome.error = (f"we aborted the association: the PACS sent a PDU of {oversized[0]:,} bytes, more "
                                  f"than the {oversized[1]:,} we accept")
@@ -811,15 +824,22 @@ class Retrieval:
             elif silent >= self.node.dimse_timeout * 0.9:
                 outcome.error = (f"the PACS sent nothing for {self.node.dimse_timeout:g} s: retrieve timed out "
                                  "(association aborted)")
-            elif not outcome.pacs_counts and outcome.completed + outcome.failed + outcome.skipped == 0:
+            elif (ended == "peer" and not answered and not self._answered_gets
+                  and outcome.completed + outcome.failed + outcome.warning + outcome.skipped == 0):
+                # The first C-GET of the association, aborted before anything: how Orthanc refuses it.
                 outcome.refused = True
                 outcome.error = (f"the PACS aborted the association in answer to the C-GET request: it may not "
                                  f"allow C-GET for calling AE {self.node.calling_ae!r} (Orthanc does this): "
                                  f"{ALLOW_C_GET}")
+            elif ended == "peer":
+                outcome.error = "the PACS aborted the association"
+            elif ended == "ours":
+                outcome.error = ("we aborted the association: the PACS sent a message that was malformed or could "
+                                 "not come then (-v logs it)")
             else:
-                outcome.error = "the PACS aborted the association (or the network connection was lost)"
-            if outcome.completed:
-                outcome.error += f"; the {outcome.completed} instance(s) received are kept"
+                outcome.error = "the connection to the PACS closed without an A-ABORT (PACS stopped or network lost)"
+            if outcome.completed + outcome.warning:
+                outcome.error += f"; the {outcome.completed + outcome.warning} instance(s) received are kept"
             return
         info = describe(code)
         if info.category is Category.CANCEL or watcher.sent:
@@ -843,7 +863,8 @@ class Retrieval:
             if value is not None:
                 counts[name] = int(value) + (self._counted_before.get(name, 0) if name != "remaining" else 0)
         if counts:
-            outcome.pacs_counts = counts
+            earlier = {k: v for k, v in self._counted_before.items() if k != "remaining"}
+            outcome.pacs_counts = {**earlier, **counts}
         if "remaining" in counts:
             outcome.remaining = counts["remaining"]
 
@@ -864,15 +885,15 @@ class Retrieval:
         if (outcome.cancelled or (outcome.error and outcome.status is None)
                 or outcome.completed + outcome.failed + outcome.warning + outcome.skipped):
             return
-        if work.found is None:  # planning did not ask: what the caller's own search listed, if anything
-            if (work.expected and not outcome.error and outcome.status is not None
-                    and outcome.status.category is Category.SUCCESS):
+        status = outcome.status
+        if work.found is not False:  # it matched (or nobody asked): was anything at all listed?
+            if work.expected and not outcome.error and status is not None and status.category is Category.SUCCESS:
                 outcome.error = (f"the PACS sent nothing: {work.expected} instance(s) were listed, and its C-GET "
-                                 f"ended {outcome.status} without a single sub-operation")
+                                 f"ended {status} without a single sub-operation")
             return
-        if work.found:
-            return
-        answer = f"; the C-GET was answered {outcome.status}" if outcome.status is not None else ""
+        if status is not None and status.category is Category.FAILURE and status.code != 0xC000:
+            return  # a refusal stays one (an empty listing may also be a PACS without IMAGE-level queries)
+        answer = f"; the C-GET was answered {status}" if status is not None else ""
         outcome.not_found = True
         outcome.error = f"not found on the PACS: its C-FIND matched no {outcome.request.describe()}{answer}"
 
@@ -998,6 +1019,7 @@ class Retrieval:
         assoc = open_association(self.node, plan.contexts, ext_neg=plan.roles,
                                  evt_handlers=[(evt.EVT_C_STORE, self._on_c_store),
                                                (evt.EVT_CONN_OPEN, _fast_transport, [str(self.writer.dest)])])
+        self._answered_gets = 0  # C-GETs this association answered: an abort after one is no refusal
         try:
             results = context_results(assoc, scp_roles=plan.sop_classes)
             rejected = [r.describe() for r in results if not r.accepted or r.scp_role is False]

@@ -393,8 +393,8 @@ class _Finder:
                 if info.category in (Category.SUCCESS, Category.CANCEL):
                     break
                 if code is None:
-                    if watcher.sent:
-                        break  # cancelled and the PACS stayed silent: the watcher aborted, as asked
+                    if watcher.sent or stop_sent:
+                        break  # cancelled (by the user, or at the row cap) and then no final answer: rows kept
                     raise no_final_answer(
                         self.node, self.assoc, "C-FIND", heard, answered=answered, stage="find",
                         timeout_hint="the query may be too broad or the PACS slow: narrow it or raise the timeout "

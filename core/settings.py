@@ -35,11 +35,19 @@ MAX_PARALLEL_RETRIEVES = 4
 
 def default_destination() -> Path:
     """Where retrieved studies go unless the user chose a folder: ``PacsPull`` in the user's Downloads folder,
-    where a file manager shows it at once (``<data dir>/Downloads`` when ``PACSPULL_DATA_DIR`` moves all
-    PacsPull writes by itself, as tests and portable set-ups do)."""
-    if os.environ.get("PACSPULL_DATA_DIR"):
-        return data_dir() / "Downloads"
+    where a file manager shows it at once. ``<data dir>/Downloads``, the default of earlier versions, while
+    it holds anything, and when ``PACSPULL_DATA_DIR`` moves all PacsPull writes (tests, portable set-ups)."""
+    earlier = data_dir() / "Downloads"  # the default before; where PACSPULL_DATA_DIR puts it
+    if os.environ.get("PACSPULL_DATA_DIR") or _holds_anything(earlier):
+        return earlier  # (a user's earlier retrieves stay where they are, and are skipped when asked again)
     return Path(platformdirs.user_downloads_dir()) / APP_NAME
+
+
+def _holds_anything(folder: Path) -> bool:
+    try:
+        return any(folder.iterdir())
+    except OSError:
+        return False
 
 
 def validate_destination(value: str | os.PathLike[str], field_name: str = "destination folder") -> Path:

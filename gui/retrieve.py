@@ -368,8 +368,9 @@ def _finished_row(row: TransferRow, run: _Run, summary: RetrievalSummary) -> Tra
         return ended.with_state(TransferState.CANCELLED,
                                 message=f"Cancelled: {fmt.plural(ended.kept, 'image')} kept{where}.")
     error = outcome.error if outcome is not None and outcome.error else None
-    if outcome is not None and outcome.not_found:
-        return ended.with_state(TransferState.FAILED, message=_sentence(outcome.error or "not found on the PACS"))
+    if outcome is not None and outcome.not_found:  # (the state says "Not on the PACS": the message says why)
+        why = (outcome.error or "").removeprefix("not found on the PACS: ")
+        return ended.with_state(TransferState.FAILED, message=_sentence(why) if why else "")
     if summary.error is not None and not ended.kept:
         text = summary.error.message + (f" ({summary.error.hint})" if summary.error.hint else "")
         return ended.with_state(TransferState.FAILED, message=_sentence(text))

@@ -66,12 +66,12 @@ _WIDTH_SAMPLES = {"Patient": "Yamada, Tarou (山田 太郎)", "Study": "CT Thora
                   "Progress": "1,234 / 1,234 xx", "Speed": "12.3 MB/s", "Elapsed": "1:23:45", "ETA": "1:23:45"}
 
 
-
 def retry_label(row: TransferRow | None) -> str:
     """The retry button's words for ``row``: a cancelled transfer is resumed, a failed one retried."""
     if row is not None and row.state is TransferState.CANCELLED:
         return "Resume"
     return "Retry failed" if row is None or row.failed else "Retry"
+
 
 class ProgressDelegate(QStyledItemDelegate):
     """Paints the Progress cell as a progress bar carrying its ``45 / 61`` text."""

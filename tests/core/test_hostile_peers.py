@@ -28,7 +28,7 @@ from pacspull.core import samples
 from pacspull.core.demo_pacs import DemoPacs, Faults
 from pacspull.core.echo import echo
 from pacspull.core.errors import PacsPullError
-from pacspull.core.get import Retrieval, RetrieveRequest, UndecodableDataset, read_header
+from pacspull.core.get import Retrieval, RetrieveOptions, RetrieveRequest, UndecodableDataset, read_header
 from pacspull.core.nodes import Node
 from pacspull.core.query import QueryRequest, StudyRow, find
 from pacspull.core.storage import StudyWriter
@@ -203,6 +203,51 @@ def test_abort_during_get_keeps_what_arrived(after: int, samples_files: list[Pat
     assert outcome.refused == (after == 0) and summary.exit_code == (4 if after == 0 else 3)
     assert "aborted" in (outcome.error or "")
     assert not [p for p in tmp_path.rglob("*partial*")]
+
+
+def test_an_abort_after_an_answered_c_get_is_no_refusal(scp: Callable[..., Scp], tmp_path: Path) -> None:
+    """The same association served the first C-GET: an abort in answer to the second is a lost association
+    (exit 3), not "the PACS does not allow C-GET for this calling AE" (exit 4)."""
+    calls = []
+
+    def handle(event: Any) -> Iterator[Any]:
+        calls.append(event)
+        if len(calls) == 2:
+            event.assoc.abort()
+            return
+        yield 0  # nothing to send: success with no sub-operations
+
+    server = scp([(evt.EVT_C_GET, handle)], storage_scu=True)
+    requests = [RetrieveRequest(uid, sop_classes=(CTImageStorage,)) for uid in ("1.2.3", "1.2.4")]
+    summary = Retrieval(node(server.port), requests, StudyWriter(tmp_path),
+                        options=RetrieveOptions(skip_existing=False)).run()
+    first, second = summary.outcomes
+    assert first.ok and first.status is not None and first.status.code == 0x0000
+    assert not second.refused and second.error == "the PACS aborted the association"
+    assert summary.exit_code == 3
+
+
+def test_a_study_that_matched_but_sent_nothing_is_no_success(scp: Callable[..., Scp], tmp_path: Path) -> None:
+    """Planning's C-FIND lists 12 instances; the C-GET answers success without a single sub-operation (a
+    study gone near-line, retrieve rights narrower than query rights): an error, not 0 retrieved and exit 0."""
+    def find(event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.StudyInstanceUID = "1.2.3"
+        ds.SOPClassesInStudy = CTImageStorage
+        ds.NumberOfStudyRelatedInstances = 12
+        yield 0xFF00, ds
+
+    def get(event: Any) -> Iterator[Any]:
+        yield 0
+
+    server = scp([(evt.EVT_C_FIND, find), (evt.EVT_C_GET, get)], storage_scu=True)
+    summary = Retrieval(node(server.port), [RetrieveRequest("1.2.3")], StudyWriter(tmp_path)).run()
+    outcome = summary.outcomes[0]
+    assert not outcome.ok and not outcome.not_found and outcome.completed == 0
+    assert outcome.error == ("the PACS sent nothing: 12 instance(s) were listed, and its C-GET ended 0x0000 "
+                             "(success) without a single sub-operation")
+    assert summary.exit_code == 1
 
 
 @pytest.mark.parametrize("after_rows", [0, 1, 2, 3])

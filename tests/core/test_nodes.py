@@ -108,7 +108,13 @@ def test_retrieved_studies_go_to_the_users_downloads_folder_by_default(monkeypat
 
     monkeypatch.delenv("PACSPULL_DATA_DIR", raising=False)
     monkeypatch.setattr(platformdirs, "user_downloads_dir", lambda: str(tmp_path / "Downloads"))
+    monkeypatch.setattr(platformdirs, "user_data_dir", lambda *a, **k: str(tmp_path / "appdata"))
     assert default_destination() == tmp_path / "Downloads" / "PacsPull"
     assert AppSettings().destination == tmp_path / "Downloads" / "PacsPull"
+    # Studies retrieved into the earlier default stay found (and skipped when retrieved again).
+    (tmp_path / "appdata" / "Downloads").mkdir(parents=True)
+    assert default_destination() == tmp_path / "Downloads" / "PacsPull"  # an empty one does not count
+    (tmp_path / "appdata" / "Downloads" / "Doe_Jane").mkdir()
+    assert default_destination() == tmp_path / "appdata" / "Downloads"
     monkeypatch.setenv("PACSPULL_DATA_DIR", str(tmp_path / "data"))
     assert default_destination() == tmp_path / "data" / "Downloads"

@@ -18,7 +18,7 @@ from typing import Any
 
 import pynetdicom
 import pytest
-from pynetdicom import AE, evt
+from pynetdicom import AE, build_context, evt
 from pynetdicom import dul as dul_module
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
@@ -498,3 +498,37 @@ def test_the_reactor_of_a_requestor_never_takes_an_answer(echo_scp: tuple[str, i
     finally:
         assoc.abort()  # not release(): a reactor that took the marker died on it and would never pause
         assoc.ae.shutdown()
+
+
+def test_an_association_says_who_ended_it(echo_scp: tuple[str, int]) -> None:
+    """how_it_ended reads pynetdicom's private ``_sent_abort`` and the A-ABORT seen by EVT_ACSE_RECV (core's
+    open_association binds note_acse_primitive): the difference between "the PACS refused us" and "we gave
+    up" in every error message. An upgrade that renames either fails here."""
+    from pacspull.core.association import close, open_association
+    from pacspull.core.nodes import Node
+
+    def node(address: tuple[str, int]) -> Node:
+        return Node(name="t", ae_title="ECHO_SCP", host=address[0], port=address[1], dimse_timeout=5)
+
+    contexts = [build_context(Verification)]
+    assoc = open_association(node(echo_scp), contexts)
+    assert compat.how_it_ended(assoc) == "open" and hasattr(assoc, "_sent_abort")
+    assoc.abort()
+    assert compat.how_it_ended(assoc) == "ours"
+    close(assoc)
+
+    ae = AE(ae_title="ECHO_SCP")
+    ae.add_supported_context(Verification)
+    aborting = ae.start_server(("127.0.0.1", 0), block=False,
+                               evt_handlers=[(evt.EVT_C_ECHO, lambda event: event.assoc.abort())])
+    try:
+        assoc = open_association(node(aborting.server_address), contexts)
+        rsp = assoc.send_c_echo()
+        assert "Status" not in rsp  # no answer: the PACS aborted instead
+        deadline = time.monotonic() + 2
+        while compat.how_it_ended(assoc) == "open" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert compat.how_it_ended(assoc) == "peer" and not assoc._sent_abort
+        close(assoc)
+    finally:
+        aborting.shutdown()

@@ -228,5 +228,5 @@ def test_a_transfer_the_pacs_has_nothing_of_ends_not_on_the_pacs() -> None:
                                    "answered 0xC000 (failure: unable to process)")
     ended = _finished_row(row, _Run(None, row.id), RetrievalSummary(str(DEST), [outcome]))  # type: ignore[arg-type]
     assert ended.state is TransferState.FAILED and ended.state_text() == "Not on the PACS"
-    assert ended.message == ("Not found on the PACS: its C-FIND matched no study 1.2.3.1; the C-GET was answered "
-                             "0xC000 (failure: unable to process).")
+    assert ended.message == ("Its C-FIND matched no study 1.2.3.1; the C-GET was answered 0xC000 (failure: unable to "
+                             "process).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,7 +113,8 @@ def test_diagnose_json_for_orthanc_refusing_get(orthanc_factory: Any, capsys: py
     stages = {s["stage"]: s for s in report["stages"]}
     assert all(stages[n]["ok"] for n in ("resolve", "connect", "associate", "echo", "find"))
     assert stages["tls"]["ok"] is None
-    assert "did not answer a C-GET" in stages["get"]["detail"]
+    assert stages["get"]["detail"].endswith("aborted the association in answer to the C-GET request")
+    assert stages["get"]["hint"].startswith("Orthanc does this when C-GET is not allowed for this calling AE")
     assert "ask the PACS admin to allow C-GET for this calling AE" in stages["get"]["hint"]
 
 

@@ -15,6 +15,7 @@ in the data set only, are hostile without limit. tests/core/test_storage.py cove
 from __future__ import annotations
 
 import os
+import stat
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path, PureWindowsPath
@@ -223,6 +224,8 @@ def written_by_a_retrieve(root: Path) -> list[str]:
     found = []
     for path in files:
         try:
+            if not stat.S_ISREG(path.lstat().st_mode):
+                continue  # (a FIFO would block the open; a retrieve writes regular files only)
             with path.open("rb") as handle:
                 handle.seek(128)
                 dicom = handle.read(4) == b"DICM"
