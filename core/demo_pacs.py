@@ -411,6 +411,8 @@ class DemoPacs:
         self._server: ThreadedAssociationServer | None = None
         self._server_thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._gets = 0  # C-GET handlers running (stop() lets them end before it aborts)
+        self._gets_ended = threading.Condition()
         self._lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -469,12 +471,15 @@ class DemoPacs:
             if ae is None:
                 return
             associations = list(ae.active_associations)
-            # Abort first, then wake the stalled and throttled handlers: woken before the abort, a C-GET
-            # handler returns while its association still counts as established, and pynetdicom queues
-            # the final C-GET response just as the abort lands (InvalidEventError, Evt9 in Sta13, in its
-            # reactor thread). Woken after, it finds the association gone and sends nothing.
+            # The C-GET handlers end first, sending nothing more (_handle_get: no next C-STORE, and no final
+            # response, which pynetdicom would send while the association counts as established); only
+            # then the abort. A message queued just before an abort lands after it (InvalidEventError,
+            # Evt9 in Sta13, in pynetdicom's reactor thread). A handler still waiting for a C-STORE answer
+            # after 0.5 s is woken after the abort.
+            self._stopping.set()
+            with self._gets_ended:
+                self._gets_ended.wait_for(lambda: self._gets == 0, timeout=0.5)
             ae.shutdown()
-            self._stopping.set()  # ends stalls and throttles at once
             for assoc in associations:
                 # A C-GET waiting for a C-STORE response would otherwise sit out the DIMSE timeout.
                 wake_response_wait(assoc)
@@ -653,6 +658,16 @@ class DemoPacs:
         results and builds the final status from them (0x0000, 0xB000 with FailedSOPInstanceUIDList,
         or 0xA702 when every one failed). It needs a ``Dataset``: a path is not accepted here.
         """
+        with self._gets_ended:
+            self._gets += 1
+        try:
+            yield from self._serve_get(event)
+        finally:
+            with self._gets_ended:
+                self._gets -= 1
+                self._gets_ended.notify_all()
+
+    def _serve_get(self, event: evt.Event) -> Iterator[Any]:
         faults = self._faults
         try:
             query = event.identifier
