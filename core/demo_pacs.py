@@ -432,6 +432,9 @@ class DemoPacs:
             ae.dimse_timeout = 30
             ae.network_timeout = 60
             ae.maximum_associations = 16
+            # As a real PACS: a wrong called AE title is rejected ("called AE title not recognised"), so a
+            # user trying the demo learns that the AE title matters, and a typo is caught here too.
+            ae.require_called_aet = True
             self._stopping.clear()
             server = ae.make_server(
                 (self.host, self._port),

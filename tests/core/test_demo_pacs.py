@@ -628,3 +628,17 @@ def test_unreadable_files_are_skipped(make_demo_pacs: Callable[..., DemoPacs],
     junk.write_bytes(b"not dicom")
     pacs = make_demo_pacs(files=[*sample_files[:3], junk, tmp_path / "missing.dcm"])
     assert pacs.instance_count == 3
+
+
+def test_a_wrong_called_ae_title_is_rejected_as_by_a_real_pacs(demo_pacs: DemoPacs) -> None:
+    """A user trying the demo learns that the called AE title matters; a typo is caught, with the hint."""
+    from pacspull.core.echo import echo
+    from pacspull.core.errors import AssociationRejected
+    from pacspull.core.nodes import Node
+
+    wrong = Node(name="typo", ae_title=demo_pacs.ae_title.lower(), host="127.0.0.1", port=demo_pacs.port)
+    with pytest.raises(AssociationRejected) as info:
+        echo(wrong)
+    assert "Called AE title not recognised" in str(info.value) and "case-sensitive" in str(info.value)
+    right = Node(name="ok", ae_title=demo_pacs.ae_title, host="127.0.0.1", port=demo_pacs.port)
+    assert echo(right).status.code == 0x0000

@@ -192,7 +192,7 @@ def samples_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.mark.parametrize("after", list(range(0, 14)))
 def test_abort_during_get_keeps_what_arrived(after: int, samples_files: list[Path], tmp_path: Path) -> None:
-    with DemoPacs(files=samples_files, faults=Faults(abort_after=after)) as pacs:
+    with DemoPacs(files=samples_files, faults=Faults(abort_after=after), ae_title="HOSTILE") as pacs:
         start = time.monotonic()
         summary = Retrieval(node(pacs.port), [RetrieveRequest(CT.study_instance_uid)],
                             StudyWriter(tmp_path)).run()
