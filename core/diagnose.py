@@ -126,11 +126,6 @@ class _Run:
             self.record(StageResult(name, True, time.perf_counter() - start, detail))
             return True
         self._note_end()
-        if self.ended == "peer" and not hint:  # (a stage's own hint knows better)
-            calling = self.report.node.calling_ae
-            hint = (f"the PACS accepted the association, then aborted it at this request: it probably does not allow "
-                    f"calling AE {calling!r} to use this service (ask the PACS admin to register {calling!r} with "
-                    "this computer's address, or use a calling AE it knows)")
         self.record(StageResult(name, False, time.perf_counter() - start, message, hint))
         return False
 
@@ -158,7 +153,6 @@ def diagnose(node: Node, *, on_stage: Callable[[StageResult], None] | None = Non
         [Verification, StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet]
     )
     store_cx, roles = storage_contexts(storage_classes)
-    holder: dict[str, Association] = {}
 
     def do_resolve() -> str:
         return "resolved to " + ", ".join(resolve(node))
@@ -168,7 +162,7 @@ def diagnose(node: Node, *, on_stage: Callable[[StageResult], None] | None = Non
 
     def do_associate() -> str:
         assoc = open_association(node, contexts + store_cx, ext_neg=roles)
-        holder["assoc"] = run.assoc = assoc
+        run.assoc = assoc
         run.report.contexts = context_results(assoc, scp_roles=storage_classes)
         accepted = sum(1 for c in run.report.contexts if c.accepted)
         return (f"association accepted by {node.ae_title!r} (max PDU {assoc.acceptor.maximum_length}); "
@@ -182,15 +176,14 @@ def diagnose(node: Node, *, on_stage: Callable[[StageResult], None] | None = Non
             run.record(StageResult("tls", None, 0.0, "not used: plain TCP (turn TLS on in the node to encrypt)"))
         ok = ok and run.stage("associate", do_associate)
         if ok:
-            assoc = holder["assoc"]
+            assoc = run.assoc
             for name, service in (("echo", _echo), ("find", _find), ("get", _get)):
                 if run.ended:
                     break  # nothing more can be asked on this association
                 run.stage(name, functools.partial(service, assoc, node, run.report))
     finally:
-        assoc = holder.get("assoc")
-        if assoc is not None:
-            close(assoc)
+        if run.assoc is not None:
+            close(run.assoc)
     run.skip_rest()
     return run.report
 
