@@ -122,6 +122,12 @@ def _query_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--series-uid", metavar="UID", action="append", default=[], help="repeatable")
 
 
+def _verbose_option(parser: argparse.ArgumentParser, dest: str, default: Any) -> None:
+    """-v/-vv, wherever it is given: main() adds the counts up."""
+    parser.add_argument("-v", "--verbose", action="count", dest=dest, default=default,
+                        help="-v: association events; -vv: pynetdicom debug (no patient data)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line (also used by the README and tests)."""
     parser = _Parser(
@@ -131,8 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pacspull {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="-v: association events; -vv: pynetdicom debug (no patient data)")
+    _verbose_option(parser, "verbose", 0)
     parser.add_argument("--log-identifiers", action="store_true",
                         help="with -vv, also log query identifiers: this prints patient data")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -141,9 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        # Also after the command (`pacspull get ... -v`), adding to any -v before it.
-        p.add_argument("-v", "--verbose", action="count", dest="sub_verbose", default=0,
-                       help="-v: association events; -vv: pynetdicom debug (no patient data)")
+        _verbose_option(p, "sub_verbose", 0)  # also after the command (`pacspull get ... -v`)
         return p
 
     p = command("echo", "C-ECHO the PACS: is it there and does it accept us?")
@@ -188,8 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         n = nodes.add_parser(name, help=help_text)
-        n.add_argument("-v", "--verbose", action="count", dest="sub_verbose", default=argparse.SUPPRESS,
-                       help="-v: association events; -vv: pynetdicom debug (no patient data)")
+        _verbose_option(n, "sub_verbose", argparse.SUPPRESS)  # (counting on from a -v before the action)
         return n
 
     n = action("add", "save a node")
@@ -440,8 +442,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         _print_summary(summary)
     if summary.error is not None:
         _explain_demo_node(args, summary.error)
-    if summary.error is not None and not args.json:
-        print(f"pacspull get: {summary.error}", file=sys.stderr)
+        if not args.json:
+            print(f"pacspull get: {summary.error}", file=sys.stderr)
     return summary.exit_code
 
 
