@@ -846,6 +846,16 @@ def note_acse_primitive(assoc: Association, primitive: Any) -> None:
         setattr(assoc, _PEER_ABORT_ATTR, True)
 
 
+def is_open(assoc: Association) -> bool:
+    """Whether ``assoc`` can still carry messages: established, and its DUL still in data transfer (Sta6).
+
+    ``is_established`` alone lags: it turns False only once the association's reactor thread has seen
+    the abort (ours on a malformed PDU, or the peer's), and a release sent meanwhile would wait out the
+    whole ACSE timeout for an answer that cannot come.
+    """
+    return bool(assoc.is_established) and assoc.dul.state_machine.current_state == "Sta6"
+
+
 def how_it_ended(assoc: Association) -> str:
     """Who ended ``assoc``: "ours" (we aborted it: a DIMSE timeout, a malformed or unexpected answer, an
     oversized PDU), "peer" (the PACS sent A-ABORT), "lost" (the connection closed without one), or
@@ -854,7 +864,7 @@ def how_it_ended(assoc: Association) -> str:
         return "ours"
     if getattr(assoc, _PEER_ABORT_ATTR, False) or assoc.acse.is_aborted("a-abort"):
         return "peer"
-    if assoc.is_established and assoc.dul.state_machine.current_state == "Sta6":
+    if is_open(assoc):
         return "open"
     return "lost"
 

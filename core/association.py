@@ -25,6 +25,7 @@ from pynetdicom.presentation import PresentationContext
 from pacspull.core._pynetdicom_compat import (
     how_it_ended,
     install_fast_transport,
+    is_open,
     note_acse_primitive,
     refused_pdu,
     wake_response_wait,
@@ -329,16 +330,6 @@ def associated(
         yield assoc
     finally:
         close(assoc)
-
-
-def is_open(assoc: Association) -> bool:
-    """Whether ``assoc`` can still carry messages: established, and its DUL still in data transfer (Sta6).
-
-    ``is_established`` alone lags: it turns False only once the association's reactor thread has seen
-    the abort (ours on a malformed PDU, or the peer's), and a release sent meanwhile would wait out the
-    whole ACSE timeout for an answer that cannot come.
-    """
-    return bool(assoc.is_established) and assoc.dul.state_machine.current_state == "Sta6"
 
 
 def no_final_answer(node: Node, assoc: Association, service: str, since: float, *, answered: bool, stage: str,
