@@ -697,10 +697,9 @@ class DemoPacs:
                 yield _CANCEL, None
                 return
             if self._stopping.is_set():
-                # stop() aborted this association. pynetdicom decides whether to send the final C-GET
-                # response by is_established alone, which its own loop clears only after this handler
-                # returns: say it now, or the response goes out into the abort (InvalidEventError,
-                # Evt9 in Sta13, in its reactor thread).
+                # stop() aborts this association once this handler has returned. pynetdicom decides
+                # whether to send the final C-GET response by is_established alone: cleared now, it sends
+                # nothing that the abort could overtake (InvalidEventError, Evt9 in Sta13).
                 event.assoc.is_established = False
                 return
             yield _PENDING, self._store_dataset(event.assoc, node, number, faults)
